@@ -1,0 +1,3 @@
+"""placeholder until its issue lands"""
+NODE_CLASS_MAPPINGS = {}
+NODE_DISPLAY_NAME_MAPPINGS = {}
