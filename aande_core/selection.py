@@ -15,13 +15,36 @@ class TokenSelection:
     positions: tuple[int, ...]          # context positions of the selected subject tokens
     tokens: tuple[str, ...] = ()        # token text per position, for captions and errors
     prompt_positions: tuple[int, ...] = ()  # context positions of the prompt's own tokens (no start/end/pad)
+    prompt_tokens: tuple[str, ...] = ()     # token text per prompt position
     context_len: int = 0                # length of the text context (77 * chunks); 0 = unknown
     family: str = ""                    # tokenizer family: "sd1", "sd2", "sdxl"; "" = unknown
     prompt: str = ""                    # the prompt text the positions refer to
     cond_fingerprint: tuple[float, ...] = field(default=(), compare=False)  # see fingerprint()
 
     def labels(self) -> list[str]:
-        return [f"{t}@{p}" if t else str(p) for t, p in zip(self.tokens or ("",) * len(self.positions), self.positions)]
+        """Captions of the subjects, e.g. "cat@2" (the bare position when the text is unknown)."""
+        return self.labels_of(self.positions)
+
+    def labels_of(self, positions) -> list[str]:
+        known = dict(zip(self.prompt_positions, self.prompt_tokens))
+        known.update(zip(self.positions, self.tokens))
+        return [f"{known[p]}@{p}" if known.get(p) else str(p) for p in positions]
+
+
+def fingerprint(cond: "torch.Tensor") -> tuple[float, ...]:
+    """A few numbers of a (1, L, D) text embedding, enough to tell two prompts' embeddings apart."""
+    return tuple(float(v) for v in cond[0, :, :4].float().flatten().tolist())
+
+
+def matches(selection: TokenSelection, cond: "torch.Tensor", rtol: float = 1e-3) -> bool:
+    """Whether `cond` is the embedding the selection was made on (True when it carries no fingerprint)."""
+    if not selection.cond_fingerprint:
+        return True
+    fp = fingerprint(cond)
+    if len(fp) != len(selection.cond_fingerprint):
+        return False
+    scale = max(1e-6, max(abs(v) for v in fp))
+    return all(abs(a - b) <= rtol * scale for a, b in zip(fp, selection.cond_fingerprint))
 
 
 def parse_indices(text: str) -> tuple[int, ...]:

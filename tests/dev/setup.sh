@@ -57,11 +57,8 @@ if ! stamp_ok requirements "$key"; then
   stamp_set requirements "$key"
 fi
 
-# 4. stand-ins for torchvision/torchaudio, visible only inside this venv
-site=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-echo "$here/stubs" > "$site/aande_dev_stubs.pth"
 
-# 5. headless chromium for the browser tests (Debian's)
+# 4. headless chromium for the browser tests (Debian's)
 if [ ! -x /usr/bin/chromium ]; then
   say "installing Debian chromium"
   export DEBIAN_FRONTEND=noninteractive
@@ -69,7 +66,7 @@ if [ ! -x /usr/bin/chromium ]; then
   apt-get install -y -qq chromium >/dev/null
 fi
 
-# 6. the deterministic small SD1.5 checkpoint (random weights; generated, never committed)
+# 5. the deterministic small SD1.5 checkpoint (random weights; generated, never committed)
 key=$(hash_of "$here/make_checkpoint.py")
 if ! stamp_ok checkpoint "$key" || [ ! -f "$dev/models/checkpoints/aande-small-sd15.safetensors" ]; then
   say "generating the small SD1.5 checkpoint"

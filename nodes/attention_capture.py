@@ -1,0 +1,130 @@
+"""Capture cross-attention probabilities through ComfyUI's attn2 replace patches.
+
+The patches go into a copy of model_options, never onto the model. An existing replace patch on the same
+block (IPAdapter and the like) keeps running: A&E computes the probabilities from the q and k it is given
+and leaves the output to that patch. In a gradient pass every other attention also gets a differentiable
+implementation (some backends have no backward), and the forward stops right after the last layer the
+loss reads.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from comfy.ldm.modules import attention as comfy_attention
+
+from ..aande_core.attention import AttentionAccumulator
+
+
+class StopForward(Exception):
+    """Raised after the last captured layer: the rest of the UNet is not needed for the loss."""
+
+
+def attention_probs(q: torch.Tensor, k: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, N, heads*d) x (B, C, heads*d) -> (B, heads, N, C) softmax probabilities in float32."""
+    b, n, inner = q.shape
+    d = inner // heads
+    qh = q.float().view(b, n, heads, d).transpose(1, 2)
+    kh = k.float().view(b, -1, heads, d).transpose(1, 2)
+    return torch.softmax((qh @ kh.transpose(-1, -2)) * d ** -0.5, dim=-1)
+
+
+def _merge_heads(out: torch.Tensor) -> torch.Tensor:
+    b, h, n, d = out.shape
+    return out.transpose(1, 2).reshape(b, n, h * d)
+
+
+def differentiable_attention(q, k, v, extra_options):
+    """Scaled dot-product attention with a backward on every device, honouring fp32 attention precision."""
+    heads = extra_options["n_heads"]
+    b, n, inner = q.shape
+    d = inner // heads
+    dtype = torch.float32 if extra_options.get("attn_precision") == torch.float32 else q.dtype
+    qh, kh, vh = (t.to(dtype).view(b, -1, heads, d).transpose(1, 2) for t in (q, k, v))
+    return _merge_heads(F.scaled_dot_product_attention(qh, kh, vh)).to(v.dtype)
+
+
+def _default_attention(q, k, v, extra_options):
+    return comfy_attention.optimized_attention(q, k, v, extra_options["n_heads"],
+                                               attn_precision=extra_options.get("attn_precision"))
+
+
+class AttentionCapture:
+    """Collects the mean attention over the capture layers for one forward at a time.
+
+    grad=True: gradient pass on positive conditioning only; stops after the last key.
+    grad=False: recording inside the ordinary CFG forward; only the positive rows are read, and only
+    while armed.
+    """
+
+    def __init__(self, keys, map_hw, grad: bool):
+        self.keys = list(keys)
+        self.map_hw = tuple(map_hw)
+        self.grad = grad
+        self.armed = grad
+        self.accumulator = AttentionAccumulator()
+
+    def begin(self):
+        self.accumulator = AttentionAccumulator()
+        self.armed = True
+
+    def end(self):
+        if not self.grad:
+            self.armed = False
+        return self.accumulator.mean()
+
+    def patch(self, model_options: dict, all_keys=()) -> dict:
+        """A copy of model_options with the capture (and, for a gradient pass, attn1/attn2 fallbacks)."""
+        opts = dict(model_options)
+        topts = dict(opts.get("transformer_options", {}))
+        replace = {k: dict(v) for k, v in topts.get("patches_replace", {}).items()}
+        attn2 = replace.setdefault("attn2", {})
+        if self.grad:
+            attn1 = replace.setdefault("attn1", {})
+            for key in all_keys:
+                if _lookup(attn1, key) is None:
+                    attn1[key] = differentiable_attention
+                if key not in self.keys and _lookup(attn2, key) is None:
+                    attn2[key] = differentiable_attention
+        last = self.keys[-1]
+        for key in self.keys:
+            attn2[key] = _CapturePatch(self, _lookup(attn2, key), stop=self.grad and key == last)
+        topts["patches_replace"] = replace
+        opts["transformer_options"] = topts
+        return opts
+
+    def _rows(self, batch: int, extra_options) -> slice | torch.Tensor | None:
+        if self.grad:
+            return slice(None)
+        chunks = extra_options.get("cond_or_uncond") or [0]
+        per = batch // len(chunks)
+        rows = [r for i, c in enumerate(chunks) if c == 0 for r in range(i * per, (i + 1) * per)]
+        return torch.tensor(rows, dtype=torch.long) if rows else None
+
+
+def _lookup(patches: dict, key):
+    return patches.get(key, patches.get(key[:2]))
+
+
+class _CapturePatch:
+    def __init__(self, capture: AttentionCapture, previous, stop: bool):
+        self.capture, self.previous, self.stop = capture, previous, stop
+
+    def __call__(self, q, k, v, extra_options):
+        cap = self.capture
+        probs = None
+        if cap.armed:
+            rows = cap._rows(q.shape[0], extra_options)
+            if rows is not None:
+                hw = tuple(extra_options.get("activations_shape", (0, 0, *cap.map_hw))[-2:])
+                probs = attention_probs(q[rows], k[rows], extra_options["n_heads"])
+                cap.accumulator.add(probs, hw)
+                if self.stop:
+                    raise StopForward
+        if self.previous is not None:
+            return self.previous(q, k, v, extra_options)
+        if cap.grad:
+            # the probabilities are already there: reuse them (differentiable) instead of a second attention
+            b, n, inner = v.shape
+            vh = v.float().view(b, n, probs.shape[1], -1).transpose(1, 2)
+            return _merge_heads(probs @ vh).to(v.dtype)
+        return _default_attention(q, k, v, extra_options)
