@@ -21,16 +21,17 @@ class Evaluation:
 class Objective:
     """Turns mean cross-attention (B, h, w, C) into per-sample losses for the selected subject tokens."""
 
-    def __init__(self, config: AEConfig, subject_positions, context_len: int, record_positions=()):
+    def __init__(self, config: AEConfig, subject_positions, context_len: int, prompt_positions=()):
+        """prompt_positions: the prompt's own tokens (needed for normalize_eot); their maps are recorded too."""
         self.config = config
-        self.columns = softmax_columns(context_len, record_positions, config.normalize_eot)
+        self.columns = softmax_columns(context_len, prompt_positions, config.normalize_eot)
         col_of = {p: i for i, p in enumerate(self.columns)}
         missing = [p for p in subject_positions if p not in col_of]
         if missing:
             raise ValueError(f"token positions {missing} are not among the text tokens the loss normalises over "
                              f"({self.columns[0]}..{self.columns[-1]}); choose words of the prompt")
         self.subject_cols = [col_of[p] for p in subject_positions]
-        self.record_cols = [col_of[p] for p in record_positions] if record_positions else self.subject_cols
+        self.record_cols = [col_of[p] for p in prompt_positions] if prompt_positions else self.subject_cols
 
     def subject_maps(self, attention: torch.Tensor):
         """Returns (token probabilities (B, h, w, n_cols), subject maps (B, S, h, w) as the loss sees them)."""

@@ -19,7 +19,7 @@ class TokenSelection:
     context_len: int = 0                # length of the text context (77 * chunks); 0 = unknown
     family: str = ""                    # tokenizer family: "sd1", "sd2", "sdxl"; "" = unknown
     prompt: str = ""                    # the prompt text the positions refer to
-    cond_fingerprint: tuple[float, ...] = field(default=(), compare=False)  # see fingerprint()
+    cond_fingerprint: tuple[float, ...] = field(default=(), compare=False, repr=False)  # see fingerprint()
 
     def labels(self) -> list[str]:
         """Captions of the subjects, e.g. "cat@2" (the bare position when the text is unknown)."""

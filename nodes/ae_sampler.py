@@ -109,8 +109,8 @@ class _Run:
         # auto: on for SD2's OpenCLIP-H context (1024 wide), as the reference does for SD2.1
         normalize = {"on": True, "off": False}.get(settings.normalize_eot, cross.shape[-1] == 1024)
         self.config = replace(self.config, normalize_eot=normalize)
+        self.objective = Objective(self.config, selection.positions, context_len, selection.prompt_positions)
         record_positions = selection.prompt_positions or selection.positions
-        self.objective = Objective(self.config, selection.positions, context_len, record_positions)
         self.total_steps = len(sigmas) - 1
         self.alter_steps = self.config.alter_steps(self.total_steps)
         self.thresholds = self.config.refinement_thresholds(self.total_steps)

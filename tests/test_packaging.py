@@ -1,0 +1,50 @@
+"""Registry metadata, and the rule that only nodes/ may touch ComfyUI: aande_core stays pure torch."""
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_pyproject_registry_fields():
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    project, comfy = meta["project"], meta["tool"]["comfy"]
+    assert project["name"] == "attend-and-excite"
+    assert project["version"] == "0.1.0"
+    assert project["description"]
+    assert project["requires-python"] == ">=3.10"
+    assert project["dependencies"] == []
+    assert project["urls"]["Repository"] == "https://github.com/aande-comfy/attend-and-excite"
+    assert project["license"] == {"file": "LICENSE"}
+    assert "GNU General Public License v3 (GPLv3)" in " ".join(project["classifiers"])
+    license_head = (ROOT / "LICENSE").read_text().split("\n", 2)[:2]
+    assert "GNU GENERAL PUBLIC LICENSE" in license_head[0] and "Version 3" in license_head[1]
+    assert comfy == {"PublisherId": "aande-comfy", "DisplayName": "Attend-and-Excite", "Icon": "",
+                     "includes": ["web", "example_workflows"]}
+
+
+def test_requirements_pull_no_torch():
+    names = [re.split(r"[\s<>=~!;\[]", line.strip(), maxsplit=1)[0].lower()
+             for line in (ROOT / "requirements.txt").read_text().splitlines()
+             if line.strip() and not line.strip().startswith("#")]
+    assert not [n for n in names if n.startswith("torch")]
+
+
+def test_core_source_never_mentions_a_comfy_import():
+    hits = [f"{path.relative_to(ROOT)}:{n}" for path in sorted((ROOT / "aande_core").rglob("*.py"))
+            for n, line in enumerate(path.read_text().splitlines(), 1)
+            if "import comfy" in line or "from comfy" in line]
+    assert hits == []
+
+
+def test_core_imports_without_comfyui():
+    """-I: no PYTHONPATH, no user site; ComfyUI is a folder, never installed, so it is not importable."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import aande_core\n"
+            "assert 'comfy' not in sys.modules, 'aande_core imported comfy'\n"
+            "try:\n    import comfy\nexcept ModuleNotFoundError:\n    print('ok')\n")
+    run = subprocess.run([sys.executable, "-I", "-c", code, str(ROOT)], capture_output=True, text=True,
+                         cwd="/", timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "ok"

@@ -1,0 +1,283 @@
+"""The A&E sampler inside ComfyUI's sampling, on tiny real ComfyUI models."""
+import copy
+
+import pytest
+import torch
+
+from harness.ae_run import run_node
+from harness.host import import_comfy
+from harness.tiny_models import tiny_conditioning, tiny_model
+
+comfy = import_comfy()
+import comfy.model_management  # noqa: E402
+import comfy.sample  # noqa: E402
+import comfy.samplers  # noqa: E402
+import comfy.utils  # noqa: E402
+
+from aande_pack.aande_core.selection import TokenSelection  # noqa: E402
+from aande_pack.nodes.unet_layers import cross_attention_layers  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def sd1():
+    return tiny_model("sd1", seed=0, sharpen=6.5)
+
+
+def latent(b=1, h=32, w=32):
+    return {"samples": torch.zeros(b, 4, h, w)}
+
+
+def conds(kind="sd1", n_chunks=1):
+    return tiny_conditioning(kind, 1, n_chunks), tiny_conditioning(kind, 2, n_chunks)
+
+
+FAST = dict(thresholds="", max_iter_to_alter=25)  # A&E on the first half of the steps, no refinement
+
+
+def snapshot(model):
+    return ({k: v.clone() for k, v in model.model.state_dict().items()}, copy.deepcopy(model.model_options),
+            {n: p for n, p in model.model.named_parameters()})
+
+
+def assert_unchanged(model, snap):
+    weights, options, params = snap
+    for k, v in model.model.state_dict().items():
+        assert torch.equal(v, weights[k]), k
+    assert model.model_options == options
+    for n, p in model.model.named_parameters():
+        assert p is params[n] and p.is_inference(), n
+
+
+@pytest.mark.parametrize("sampler_name", comfy.samplers.KSampler.SAMPLERS)
+def test_every_sampler_runs_ae_steps(sd1, sampler_name):
+    pos, neg = conds()
+    out, record = run_node(sd1, pos, neg, latent(), steps=4, sampler_name=sampler_name, token_indices="2,5", **FAST)
+    assert torch.isfinite(out).all()
+    assert 1 <= len(record.steps) <= 2
+    assert all(s.updated for s in record.steps)
+
+
+@pytest.mark.parametrize("scheduler", comfy.samplers.KSampler.SCHEDULERS)
+def test_every_scheduler_runs_ae_steps(sd1, scheduler):
+    pos, neg = conds()
+    out, record = run_node(sd1, pos, neg, latent(), steps=4, scheduler=scheduler, token_indices="2,5", **FAST)
+    assert torch.isfinite(out).all() and len(record.steps) == 2
+
+
+def test_ae_changes_the_latent_and_lowers_the_loss(sd1):
+    pos, neg = conds()
+    plain, rec_off = run_node(sd1, pos, neg, latent(), steps=10, token_indices="2,5", attend_and_excite=False)
+    ae, rec_on = run_node(sd1, pos, neg, latent(), steps=10, token_indices="2,5", max_refinement_steps=3)
+    assert not torch.allclose(plain, ae)
+    assert [s.step for s in rec_on.steps] == [0, 1, 2, 3, 4] == [s.step for s in rec_off.steps]
+    assert not rec_off.optimized and rec_on.optimized
+    # the gradient step lowers the subjects' loss relative to standard sampling
+    assert rec_on.steps[-1].loss.mean() < rec_off.steps[-1].loss.mean()
+    # refinement at step 0 (threshold 0.05, at most 3 iterations): it ran, it lowered the loss, and it stopped
+    # by the reference's rule: every iteration's loss but the last is above 1 - 0.05; the last is below it,
+    # unless the iterations ran out
+    losses = rec_on.steps[0].refinement_losses[0]
+    assert 1 <= len(losses) <= 3 and rec_on.steps[0].final_loss[0] < rec_on.steps[0].loss[0]
+    assert all(v > 0.95 for v in losses[:-1]) and (losses[-1] <= 0.95 or len(losses) == 3)
+
+
+def test_record_only_is_standard_sampling(sd1):
+    pos, neg = conds()
+    with torch.inference_mode():
+        noise = comfy.sample.prepare_noise(latent()["samples"], 0)
+        plain = comfy.sample.sample(sd1, noise, 6, 7.5, "euler", "normal", pos, neg, latent()["samples"], seed=0)
+    recorded, record = run_node(sd1, pos, neg, latent(), steps=6, token_indices="2,5", attend_and_excite=False)
+    torch.testing.assert_close(recorded, plain, rtol=0, atol=1e-6)
+    assert len(record.steps) == 3 and record.steps[0].subject_maps.shape == (1, 2, 8, 8)
+
+
+def test_batch_of_four_equals_four_single_runs():
+    """Each sample of a batch gets its own loss and refinement, from one shared gradient forward.
+
+    In float32, CPU kernels differ slightly between batch sizes and A&E's large steps on a random model
+    amplify that (the latent reaches ~1e3); in float64 (the attention probabilities stay float32) the batch
+    and the single runs agree to rounding.
+    """
+    from aande_pack.nodes.ae_options import settings_from
+    from aande_pack.nodes.ae_sampler import AESampler
+    from harness.ae_run import ae_defaults
+    model = tiny_model("sd1", seed=0, sharpen=6.5, dtype=torch.float64)
+    pos, neg = ([[c.double(), e] for c, e in cond] for cond in conds())
+    noise = torch.randn(4, 4, 32, 32, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", 4)
+
+    def run(n):
+        s = AESampler(comfy.samplers.sampler_object("euler"),
+                      settings_from(ae_defaults(token_indices="2,5", thresholds="0:0.3", max_refinement_steps=3)))
+        with torch.inference_mode():
+            out = comfy.sample.sample_custom(model, n, 7.5, s, sigmas, pos, neg, torch.zeros_like(n), seed=0,
+                                             disable_pbar=True)
+        return out, s.record
+
+    batch, brec = run(noise)
+    assert brec.steps[0].loss.shape == (4,)
+    for i in range(4):
+        single, srec = run(noise[i:i + 1])
+        assert (batch[i] - single[0]).norm() / single.norm() < 1e-3
+        assert len(brec.steps) == len(srec.steps) == 2
+        first_b, first_s = brec.steps[0], srec.steps[0]
+        assert abs(first_b.loss[i] - first_s.loss[0]) < 1e-6
+        assert abs(first_b.final_loss[i] - first_s.final_loss[0]) < 1e-5
+        assert len(first_b.refinement_losses[i]) == len(first_s.refinement_losses[0]) > 0
+        torch.testing.assert_close(torch.tensor(first_b.refinement_losses[i]),
+                                   torch.tensor(first_s.refinement_losses[0]), rtol=0, atol=1e-5)
+        assert abs(brec.steps[1].loss[i] - srec.steps[1].loss[0]) < 1e-4
+
+
+def test_denoise_cfg1_long_prompt(sd1):
+    pos, neg = conds(n_chunks=2)
+    out, record = run_node(sd1, pos, neg, latent(), steps=8, denoise=0.6, cfg=1.0, token_indices="2,80", **FAST)
+    assert torch.isfinite(out).all() and len(record.steps) == 4
+    assert record.subject_positions == [2, 80]
+
+
+@pytest.mark.parametrize("kind", ["sd2v", "sdxl"])
+def test_sd2_v_prediction_and_sdxl(kind):
+    model = tiny_model(kind, seed=0, sharpen=6.5)
+    pos, neg = conds(kind)
+    out, record = run_node(model, pos, neg, latent(), steps=4, token_indices="2,5", thresholds="0:0.05",
+                           max_refinement_steps=2, normalize_eot="off")
+    assert torch.isfinite(out).all() and len(record.steps) == 2
+    assert record.steps[0].subject_maps.shape == (1, 2, 8, 8)
+
+
+def test_sd2_auto_normalize_eot_needs_prompt_tokens():
+    model = tiny_model("sd2v", seed=0)
+    pos, neg = conds("sd2v")
+    with pytest.raises(ValueError, match="normalize_eot needs the prompt"):
+        run_node(model, pos, neg, latent(), steps=2, token_indices="2,5")
+    sel = TokenSelection(positions=(2, 5), prompt_positions=tuple(range(1, 8)), context_len=77)
+    out, record = run_node(model, pos, neg, latent(), steps=2, subject_tokens=sel, **FAST)
+    assert record.prompt_positions == list(range(1, 8))
+    assert record.steps[0].token_maps.shape == (1, 7, 8, 8)
+    # normalize_eot: the softmax runs over the prompt's 7 tokens only, so their maps sum to 1 per pixel
+    torch.testing.assert_close(record.steps[0].token_maps.sum(1), torch.ones(1, 8, 8))
+
+
+def test_non_square_latent_maps_are_not_transposed(sd1):
+    pos, neg = conds()
+    _, record = run_node(sd1, pos, neg, latent(h=32, w=48), steps=2, token_indices="2,5", **FAST)
+    assert record.steps[0].subject_maps.shape == (1, 2, 8, 12)
+
+
+def test_model_loaded_by_plain_ksampler_and_lora_are_left_unchanged():
+    model = tiny_model("sd1", seed=3, sharpen=6.5)
+    key = next(k for k in model.model.state_dict() if k.endswith("attn2.to_q.weight"))
+    w = model.model.state_dict()[key]
+    lora = model.clone()
+    with torch.inference_mode():
+        lora.add_patches({key: (torch.randn_like(w) * 0.01,)}, 1.0)  # a plain weight-diff patch
+    pos, neg = conds()
+    noise = comfy.sample.prepare_noise(latent()["samples"], 0)
+    for m in (model, lora):
+        with torch.inference_mode():
+            before = comfy.sample.sample(m, noise, 4, 7.5, "euler", "normal", pos, neg, latent()["samples"], seed=0)
+        snap = snapshot(m)
+        out, record = run_node(m, pos, neg, latent(), steps=4, token_indices="2,5")
+        assert torch.isfinite(out).all() and record.steps
+        with torch.inference_mode():
+            after = comfy.sample.sample(m, noise, 4, 7.5, "euler", "normal", pos, neg, latent()["samples"], seed=0)
+        assert torch.equal(before, after)
+        assert_unchanged(m, snap)
+
+
+def test_interrupt_inside_refinement_stops_and_leaves_nothing_behind(sd1):
+    pos, neg = conds()
+    snap = snapshot(sd1)
+    forwards = []
+
+    def count(module, args, output):
+        forwards.append(torch.is_grad_enabled())
+        if len(forwards) == 3:  # inside the refinement loop of step 0
+            comfy.model_management.interrupt_current_processing(True)
+
+    handle = sd1.model.diffusion_model.input_blocks[0][0].register_forward_hook(count)  # the UNet's first conv
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            run_node(sd1, pos, neg, latent(), steps=10, token_indices="2,5", thresholds="0:1.0")
+    finally:
+        handle.remove()
+        comfy.model_management.interrupt_current_processing(False)
+    assert len(forwards) == 3  # stopped before the next UNet pass
+    assert_unchanged(sd1, snap)
+
+
+def test_progress_bar_moves_every_step_and_previews_work(sd1, monkeypatch):
+    import latent_preview
+    from comfy.cli_args import LatentPreviewMethod
+    monkeypatch.setattr(latent_preview.args, "preview_method", LatentPreviewMethod.Latent2RGB)
+    events = []
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: events.append(
+        (value, total, preview)))
+    try:
+        run_node(sd1, *conds(), latent(), steps=5, token_indices="2,5", **FAST)
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)
+    assert [e[0] for e in events] == [1, 2, 3, 4, 5] and all(e[1] == 5 for e in events)
+    assert all(e[2] is not None for e in events)  # a preview image each step
+
+
+def test_composes_with_an_ipadapter_style_attn2_replace_patch():
+    """Another pack's attn2 replace patch on the capture blocks keeps running, and A&E still reads the
+    probabilities of the text keys: a patch that only adds to the output of the *last* capture layer cannot
+    change what the gradient pass reads, so step 0's maps match the unpatched run, while the image differs."""
+    import comfy.ldm.modules.attention as attn
+    model = tiny_model("sd1", seed=0, sharpen=6.5)
+    keys = [k for k, f in cross_attention_layers(model.model.diffusion_model) if f == 4]
+    calls = []
+
+    def ip_patch(q, k, v, extra_options):
+        calls.append(torch.is_grad_enabled())
+        out = attn.optimized_attention(q, k, v, extra_options["n_heads"])
+        return out + 0.5 * out.std()
+
+    patched = model.clone()
+    patched.set_model_attn2_replace(ip_patch, *keys[-1])
+    pos, neg = conds()
+    out_plain, rec_plain = run_node(model, pos, neg, latent(), steps=4, token_indices="2,5", **FAST)
+    out_ip, rec_ip = run_node(patched, pos, neg, latent(), steps=4, token_indices="2,5", **FAST)
+    torch.testing.assert_close(rec_ip.steps[0].subject_maps, rec_plain.steps[0].subject_maps)
+    assert calls and not torch.allclose(out_ip, out_plain)
+    assert patched.model_options["transformer_options"]["patches_replace"]["attn2"][keys[-1]] is ip_patch
+
+
+@pytest.mark.parametrize("indices,message", [
+    ("2,77", "outside the text context"), ("0,5", "start token"), ("", "no subject tokens"),
+    ("a,b", "must be integers"), ("2,2", "twice"),
+])
+def test_bad_token_indices(sd1, indices, message):
+    snap = snapshot(sd1)
+    with pytest.raises(ValueError, match=message):
+        run_node(sd1, *conds(), latent(), steps=2, token_indices=indices)
+    assert_unchanged(sd1, snap)
+
+
+def test_index_on_end_or_padding_token_refused(sd1):
+    sel = TokenSelection(positions=(2, 9), prompt_positions=(1, 2, 3, 4), context_len=77)
+    with pytest.raises(ValueError, match="end or padding"):
+        run_node(sd1, *conds(), latent(), steps=2, subject_tokens=sel)
+
+
+def test_latent_too_small_for_attention_resolution(sd1):
+    with pytest.raises(ValueError, match="gives 1x1 attention maps at auto, too small"):
+        run_node(sd1, *conds(), latent(h=4, w=4), steps=2, token_indices="2,5")
+
+
+def test_resolution_without_cross_attention():
+    model = tiny_model("sdxl", seed=0)  # cross-attention at latent/2 and latent/4 only, as SDXL
+    with pytest.raises(ValueError, match="no cross-attention at latent/8 of the latent; it has some at latent/2, latent/4"):
+        run_node(model, *conds("sdxl"), latent(), steps=2, token_indices="2,5", attention_res="latent/8")
+
+
+def test_model_without_unet_cross_attention():
+    from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT
+    with torch.inference_mode():
+        dit = MMDiT(input_size=None, patch_size=2, in_channels=4, depth=1, num_patches=64, adm_in_channels=None,
+                    context_embedder_config=None, pos_embed_max_size=8, operations=comfy.ops.disable_weight_init)
+    with pytest.raises(ValueError, match="needs a UNet with text cross-attention"):
+        cross_attention_layers(dit)
