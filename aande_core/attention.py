@@ -49,6 +49,6 @@ def softmax_columns(context_len: int, prompt_positions=(), normalize_eot: bool =
     return [p for p in range(context_len - 1) if p % CHUNK_LEN != 0]
 
 
-def token_probabilities(attention: torch.Tensor, columns: list[int]) -> torch.Tensor:
+def token_probabilities(attention: torch.Tensor, columns) -> torch.Tensor:
     """(B, h, w, C) mean attention -> (B, h, w, len(columns)): x100 then softmax over the text tokens."""
     return torch.softmax(attention[..., columns] * 100, dim=-1)

@@ -24,15 +24,13 @@ class StepOutcome:
     skipped: list[int] = field(default_factory=list)  # samples whose update was skipped (non-finite gradient)
 
 
-def _update(z, ev: Evaluation, step_size: float, mask: torch.Tensor, skipped: list[int]) -> torch.Tensor:
-    """z - step_size * grad for the samples in mask; a sample with a non-finite gradient keeps its latent."""
+def _update(z, ev: Evaluation, step_size: float, mask: torch.Tensor, skipped: torch.Tensor) -> torch.Tensor:
+    """z - step_size * grad for the samples in mask; a sample with a non-finite gradient keeps its latent
+    and is flagged in `skipped` (on the device: no synchronisation per update)."""
     finite = torch.isfinite(ev.grad.flatten(1)).all(dim=1)
-    for b in torch.nonzero(mask & ~finite).flatten().tolist():
-        if b not in skipped:
-            skipped.append(b)
-    apply = (mask & finite).to(z.dtype).view(-1, *([1] * (z.dim() - 1)))
-    grad = torch.where(apply.bool(), ev.grad, torch.zeros_like(ev.grad))
-    return z - step_size * apply * grad
+    skipped |= mask & ~finite
+    apply = (mask & finite).view(-1, *([1] * (z.dim() - 1)))
+    return torch.where(apply, z - step_size * ev.grad, z)
 
 
 def excite_step(z: torch.Tensor, evaluate: Callable[[torch.Tensor], Evaluation], step_size: float,
@@ -47,28 +45,32 @@ def excite_step(z: torch.Tensor, evaluate: Callable[[torch.Tensor], Evaluation],
     """
     first = evaluate(z)
     evaluations = 1
-    skipped: list[int] = []
+    skipped = torch.zeros(z.shape[0], dtype=torch.bool, device=z.device)
     refinement_losses: list[list[float]] = [[] for _ in range(z.shape[0])]
     ev = first
     if threshold is not None and max_refinement_steps > 0:
         target = max(0.0, 1.0 - threshold)
-        running = first.loss > target
-        if running.any():
+        losses = first.loss.tolist()  # one host copy per iteration drives the loop
+        running = [loss > target for loss in losses]
+        if any(running):
             iterations = 0
             while True:
                 iterations += 1
-                for b in torch.nonzero(running).flatten().tolist():
-                    refinement_losses[b].append(float(ev.loss[b]))
-                z = _update(z, ev, step_size, running & (ev.loss != 0), skipped)
+                for b, loss in enumerate(losses):
+                    if running[b]:
+                        refinement_losses[b].append(loss)
+                active = torch.tensor(running, device=z.device) & (ev.loss != 0)
+                z = _update(z, ev, step_size, active, skipped)
                 if iterations >= max_refinement_steps:
                     break
-                running = running & (ev.loss > target)
-                if not running.any():
+                running = [r and loss > target for r, loss in zip(running, losses)]
+                if not any(running):
                     break
                 ev = evaluate(z)
                 evaluations += 1
+                losses = ev.loss.tolist()
             ev = evaluate(z)
             evaluations += 1
     z = _update(z, ev, step_size, ev.loss != 0, skipped)
     return StepOutcome(z=z, first=first, final_loss=ev.loss, refinement_losses=refinement_losses,
-                       evaluations=evaluations, skipped=skipped)
+                       evaluations=evaluations, skipped=torch.nonzero(skipped).flatten().tolist())

@@ -32,14 +32,27 @@ class Objective:
                              f"({self.columns[0]}..{self.columns[-1]}); choose words of the prompt")
         self.subject_cols = [col_of[p] for p in subject_positions]
         self.record_cols = [col_of[p] for p in prompt_positions] if prompt_positions else self.subject_cols
+        self._device_cache: dict = {}
+
+    def _on(self, device):
+        """Index tensors and the smoothing kernel on `device`, made once: a gradient pass should not copy
+        from the host. Rebuilt if the inference-mode state differs (inference tensors cannot enter autograd)."""
+        key = (device, torch.is_inference_mode_enabled())
+        if key not in self._device_cache:
+            def index(cols):
+                return torch.tensor(cols, dtype=torch.long, device=device)
+            kernel = (gaussian_kernel(self.config.kernel_size, self.config.sigma).to(device)
+                      if self.config.smooth_attentions else None)
+            self._device_cache[key] = (index(self.columns), index(self.subject_cols), index(self.record_cols), kernel)
+        return self._device_cache[key]
 
     def subject_maps(self, attention: torch.Tensor):
         """Returns (token probabilities (B, h, w, n_cols), subject maps (B, S, h, w) as the loss sees them)."""
-        probs = token_probabilities(attention, self.columns)
-        maps = probs[..., self.subject_cols].permute(0, 3, 1, 2)
-        if self.config.smooth_attentions:
-            # built per call (3x3): a kernel made once under inference mode could not take part in autograd
-            maps = smooth(maps, gaussian_kernel(self.config.kernel_size, self.config.sigma).to(maps.device))
+        columns, subject_cols, _, kernel = self._on(attention.device)
+        probs = token_probabilities(attention, columns)
+        maps = probs[..., subject_cols].permute(0, 3, 1, 2)
+        if kernel is not None:
+            maps = smooth(maps, kernel)
         return probs, maps
 
     @staticmethod
@@ -55,5 +68,5 @@ class Objective:
         grad = None
         if z is not None:
             (grad,) = torch.autograd.grad(loss.sum(), [z])
-        token_maps = probs[..., self.record_cols].permute(0, 3, 1, 2)
+        token_maps = probs[..., self._on(probs.device)[2]].permute(0, 3, 1, 2)
         return Evaluation(loss.detach(), grad, token_maps.detach(), maps.detach())

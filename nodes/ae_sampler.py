@@ -22,7 +22,7 @@ from ..aande_core.objective import Objective
 from ..aande_core.record import AttentionRecord, StepRecord
 from ..aande_core.selection import TokenSelection
 from .attention_capture import AttentionCapture, StopForward
-from .inference_weights import autograd_safe_weights
+from .inference_weights import WeightAliases
 from .token_source import resolve_selection
 from .unet_layers import cross_attention_layers, layers_at
 
@@ -63,8 +63,11 @@ class AESampler(comfy.samplers.Sampler):
                            disable=disable, **kwargs)
 
         inner = comfy.samplers.KSAMPLER(sampler_function, self.base.extra_options, self.base.inpaint_options)
-        return inner.sample(model_wrap, sigmas, extra_args, callback, noise, latent_image, denoise_mask,
-                            disable_pbar)
+        try:
+            return inner.sample(model_wrap, sigmas, extra_args, callback, noise, latent_image, denoise_mask,
+                                disable_pbar)
+        finally:
+            run.finish()
 
 
 class _AEDenoiser:
@@ -120,6 +123,7 @@ class _Run:
         if settings.optimize:
             all_keys = [key for key, _ in cross_attention_layers(self.diffusion_model)]
             self.grad_options = self.capture.patch(extra_args["model_options"], all_keys)
+            self.weights = WeightAliases(self.diffusion_model)
         record.subject_positions = list(selection.positions)
         record.subject_labels = selection.labels()
         record.prompt_positions = list(record_positions)
@@ -150,7 +154,7 @@ class _Run:
 
     def _excite(self, x, sigma):
         i = self.step
-        with autograd_safe_weights(self.diffusion_model), torch.inference_mode(False), torch.enable_grad():
+        with self.weights.swapped(), torch.inference_mode(False), torch.enable_grad():
             sigma = sigma.clone()  # tensors made under inference mode cannot be saved for backward
             scale = (sigma.to(x.dtype) ** 2 + self.sigma_data ** 2).sqrt().view(-1, *([1] * (x.dim() - 1)))
             outcome = excite_step(x.detach().clone() / scale, lambda z: self._evaluate(z, scale, sigma),
@@ -175,7 +179,14 @@ class _Run:
         return self.objective.evaluate(self.capture.end(), z)
 
     def _record(self, sigma, first, final_loss, refinement_losses, updated):
+        """Kept on the device until the run ends: a copy to the CPU here would stall the GPU every step."""
         self.record.steps.append(StepRecord(
-            step=self.step, sigma=float(sigma.flatten()[0]), token_maps=first.token_maps.float().cpu(),
-            subject_maps=first.subject_maps.float().cpu(), loss=first.loss.float().cpu(),
-            refinement_losses=refinement_losses, final_loss=final_loss.float().cpu(), updated=updated))
+            step=self.step, sigma=sigma.flatten()[0], token_maps=first.token_maps, subject_maps=first.subject_maps,
+            loss=first.loss, refinement_losses=refinement_losses, final_loss=final_loss, updated=updated))
+
+    def finish(self):
+        """Move the record to the CPU (float32), once, also when sampling was interrupted."""
+        for s in self.record.steps:
+            s.sigma = float(s.sigma)
+            s.token_maps, s.subject_maps = s.token_maps.float().cpu(), s.subject_maps.float().cpu()
+            s.loss, s.final_loss = s.loss.float().cpu(), s.final_loss.float().cpu()
