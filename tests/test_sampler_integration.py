@@ -281,3 +281,49 @@ def test_model_without_unet_cross_attention():
                     context_embedder_config=None, pos_embed_max_size=8, operations=comfy.ops.disable_weight_init)
     with pytest.raises(ValueError, match="needs a UNet with text cross-attention"):
         cross_attention_layers(dit)
+
+
+def test_gradient_pass_never_uses_the_host_attention_backend(sd1, monkeypatch):
+    """Some attention backends (e.g. sage attention) have no backward. In the gradient pass every attention runs
+    through A&E's differentiable implementation; ComfyUI's own backend serves only the ordinary CFG forwards."""
+    import comfy.ldm.modules.attention as attn
+    host_attention, grad_calls, calls = attn.optimized_attention, [], []
+
+    def no_backward(q, k, v, *args, **kwargs):
+        (grad_calls if torch.is_grad_enabled() else calls).append(1)
+        return host_attention(q, k, v, *args, **kwargs).detach()
+
+    monkeypatch.setattr(attn, "optimized_attention", no_backward)
+    out, record = run_node(sd1, *conds(), latent(), steps=4, token_indices="2,5", thresholds="0:0.5",
+                           max_refinement_steps=2)
+    assert calls and not grad_calls
+    assert torch.isfinite(out).all() and record.steps[0].final_loss[0] < record.steps[0].loss[0]
+
+
+def test_ae_sampler_node_in_a_custom_guider_run(sd1):
+    """What SamplerCustomAdvanced does: a guider samples with the SAMPLER of 'A&E Sampler'."""
+    from aande_pack.nodes.sampler_node import AESamplerNode
+    from harness.ae_run import ae_defaults
+    sampler, record = AESamplerNode().wrap(comfy.samplers.sampler_object("euler_ancestral"),
+                                           **ae_defaults(token_indices="2,5", **FAST))
+    guider = comfy.samplers.CFGGuider(sd1)
+    guider.set_conds(*conds())
+    guider.set_cfg(5.0)
+    sigmas = comfy.samplers.calculate_sigmas(sd1.get_model_object("model_sampling"), "karras", 6)
+    noise = torch.randn(1, 4, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        out = guider.sample(noise, torch.zeros_like(noise), sampler, sigmas, seed=0)
+    assert torch.isfinite(out).all()
+    assert [s.step for s in record.steps] == [0, 1, 2] and all(s.updated for s in record.steps)
+
+
+def test_a_non_k_diffusion_sampler_is_refused():
+    from aande_pack.nodes.sampler_node import AESamplerNode
+    from harness.ae_run import ae_defaults
+
+    class Other(comfy.samplers.Sampler):
+        def sample(self, *args, **kwargs):
+            raise AssertionError("not reached")
+
+    with pytest.raises(ValueError, match="wraps k-diffusion samplers"):
+        AESamplerNode().wrap(Other(), **ae_defaults(token_indices="2,5"))
