@@ -327,3 +327,26 @@ def test_a_non_k_diffusion_sampler_is_refused():
 
     with pytest.raises(ValueError, match="wraps k-diffusion samplers"):
         AESamplerNode().wrap(Other(), **ae_defaults(token_indices="2,5"))
+
+
+def test_selection_carried_in_the_positive_conditioning_is_used(sd1):
+    from aande_pack.aande_core.selection import fingerprint
+    pos, neg = conds()
+    sel = TokenSelection(positions=(3, 6), tokens=("cat", "frog"), prompt_positions=tuple(range(1, 8)),
+                         prompt_tokens=("a", "small", "cat", "and", "a", "frog", "."), context_len=77,
+                         prompt="a small cat and a frog.", cond_fingerprint=fingerprint(pos[0][0]))
+    carrying = [[pos[0][0], {**pos[0][1], "aande_tokens": sel}]]
+    _, record = run_node(sd1, carrying, neg, latent(), steps=2, **FAST)
+    assert record.subject_positions == [3, 6] and record.subject_labels == ["cat@3", "frog@6"]
+    assert record.prompt_labels[:3] == ["a@1", "small@2", "cat@3"]
+
+
+def test_ae_tokens_of_another_prompt_are_refused(sd1):
+    from aande_pack.aande_core.selection import fingerprint
+    pos, neg = conds()
+    other = tiny_conditioning("sd1", 99)[0][0]
+    sel = TokenSelection(positions=(2, 5), context_len=77, prompt="another prompt", cond_fingerprint=fingerprint(other))
+    with pytest.raises(ValueError, match="was made on the prompt 'another prompt'"):
+        run_node(sd1, pos, neg, latent(), steps=2, subject_tokens=sel, **FAST)
+    with pytest.raises(ValueError, match="given twice"):
+        run_node(sd1, pos, neg, latent(), steps=2, subject_tokens=sel, token_indices="2,5")
