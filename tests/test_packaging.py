@@ -1,4 +1,5 @@
 """Registry metadata, and the rule that only nodes/ may touch ComfyUI: aande_core stays pure torch."""
+import json
 import re
 import subprocess
 import sys
@@ -23,6 +24,16 @@ def test_pyproject_registry_fields():
     assert "GNU GENERAL PUBLIC LICENSE" in license_head[0] and "Version 3" in license_head[1]
     assert comfy == {"PublisherId": "aande-comfy", "DisplayName": "Attend-and-Excite", "Icon": "",
                      "includes": ["web", "example_workflows"]}
+
+
+def test_included_folders_exist_and_the_example_workflows_parse():
+    includes = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["comfy"]["includes"]
+    assert [folder for folder in includes if not (ROOT / folder).is_dir()] == []
+    examples = sorted((ROOT / "example_workflows").glob("*.json"))
+    assert len(examples) >= 4
+    for path in examples:
+        workflow = json.loads(path.read_text(encoding="utf-8"))  # the frontend's UI format (LiteGraph 0.4)
+        assert workflow["version"] == 0.4 and workflow["nodes"] and workflow["links"], path.name
 
 
 def test_requirements_pull_no_torch():
