@@ -9,7 +9,7 @@ from PIL import Image
 import folder_paths
 
 from ..aande_core.heatmap import STEP_GIVEN, STEP_LAST, STEP_MODES, TOKEN_MODES, select_maps
-from ..aande_core.preview_render import render_preview
+from .preview_render import render_preview
 
 
 class AEAttentionMapPreview:

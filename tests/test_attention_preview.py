@@ -8,7 +8,7 @@ from PIL import Image
 
 from aande_pack.aande_core.heatmap import (STEP_GIVEN, STEP_LAST, STEP_MEAN, TOKENS_PROMPT, TOKENS_SUBJECTS,
                                            colormap, select_maps)
-from aande_pack.aande_core.preview_render import BACKGROUND, render_preview
+from aande_pack.nodes.preview_render import BACKGROUND, render_preview
 from aande_pack.aande_core.record import AttentionRecord, StepRecord
 
 OUTPUT = Path(__file__).resolve().parent / "output"

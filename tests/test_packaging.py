@@ -1,4 +1,5 @@
 """Registry metadata, and the rule that only nodes/ may touch ComfyUI: aande_core stays pure torch."""
+import ast
 import json
 import re
 import subprocess
@@ -48,6 +49,20 @@ def test_core_source_never_mentions_a_comfy_import():
             for n, line in enumerate(path.read_text().splitlines(), 1)
             if "import comfy" in line or "from comfy" in line]
     assert hits == []
+
+
+def test_core_uses_only_torch_numpy_scipy_and_the_standard_library():
+    allowed = {"torch", "numpy", "scipy"} | set(sys.stdlib_module_names)
+    for path in sorted((ROOT / "aande_core").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                assert name.split(".")[0] in allowed, f"{path.name} imports {name}"
 
 
 def test_core_imports_without_comfyui():

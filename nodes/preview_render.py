@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .heatmap import MapSelection, overlay, recorded_steps, tile_size
-from .record import AttentionRecord
+from ..aande_core.heatmap import MapSelection, overlay, recorded_steps, tile_size
+from ..aande_core.record import AttentionRecord
 
 GAP = 4                          # pixels between tiles and around the grid
 BACKGROUND = (24, 24, 28)        # grid background (RGB 0..255)
