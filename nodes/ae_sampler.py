@@ -122,8 +122,9 @@ class _Run:
         self.capture = AttentionCapture(keys, map_hw, grad=settings.optimize)
         if settings.optimize:
             all_keys = [key for key, _ in cross_attention_layers(self.diffusion_model)]
-            self.grad_options = self.capture.patch(extra_args["model_options"], all_keys)
-            self.weights = WeightAliases(self.diffusion_model)
+            controls = _control_models(positive[0])
+            self.grad_options = self.capture.patch(extra_args["model_options"], all_keys, separate_skips=bool(controls))
+            self.weights = WeightAliases(self.diffusion_model, *controls)
         record.subject_positions = list(selection.positions)
         record.subject_labels = selection.labels()
         record.prompt_positions = list(record_positions)
@@ -190,3 +191,13 @@ class _Run:
             s.sigma = float(s.sigma)
             s.token_maps, s.subject_maps = s.token_maps.float().cpu(), s.subject_maps.float().cpu()
             s.loss, s.final_loss = s.loss.float().cpu(), s.final_loss.float().cpu()
+
+
+def _control_models(cond: dict) -> list[torch.nn.Module]:
+    """The networks of the cond's ControlNet / T2I-Adapter chain: the gradient pass runs them too."""
+    out, control = [], cond.get("control")
+    while control is not None:
+        out += [m for m in (getattr(control, "control_model", None), getattr(control, "t2i_model", None))
+                if isinstance(m, torch.nn.Module)]
+        control = getattr(control, "previous_controlnet", None)
+    return out

@@ -72,10 +72,18 @@ class AttentionCapture:
             self.armed = False
         return self.accumulator.mean()
 
-    def patch(self, model_options: dict, all_keys=()) -> dict:
-        """A copy of model_options with the capture (and, for a gradient pass, attn1/attn2 fallbacks)."""
+    def patch(self, model_options: dict, all_keys=(), separate_skips=False) -> dict:
+        """A copy of model_options with the capture (and, for a gradient pass, attn1/attn2 fallbacks).
+
+        separate_skips: ComfyUI adds ControlNet outputs to the stored skip connections in place, after the next
+        block has saved them for backward; the next block then gets a copy of each input block's output.
+        """
         opts = dict(model_options)
         topts = dict(opts.get("transformer_options", {}))
+        if separate_skips:
+            patches = {k: list(v) for k, v in topts.get("patches", {}).items()}
+            patches.setdefault("input_block_patch_after_skip", []).append(_copy_after_skip)
+            topts["patches"] = patches
         replace = {k: dict(v) for k, v in topts.get("patches_replace", {}).items()}
         attn2 = replace.setdefault("attn2", {})
         if self.grad:
@@ -99,6 +107,10 @@ class AttentionCapture:
         per = batch // len(chunks)
         rows = [r for i, c in enumerate(chunks) if c == 0 for r in range(i * per, (i + 1) * per)]
         return torch.tensor(rows, dtype=torch.long) if rows else None
+
+
+def _copy_after_skip(h, transformer_options):
+    return h.clone()
 
 
 def _lookup(patches: dict, key):

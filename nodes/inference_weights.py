@@ -20,16 +20,16 @@ def _alias(t: torch.Tensor) -> torch.nn.Parameter:
 
 
 class WeightAliases:
-    """The aliases of one module's inference-tensor parameters, made once and reused for every gradient pass
+    """The aliases of some modules' inference-tensor parameters, made once and reused for every gradient pass
     of a sampling run (rebuilt for a parameter that ComfyUI replaced or moved in between)."""
 
-    def __init__(self, module: torch.nn.Module):
-        self.module = module
+    def __init__(self, *modules: torch.nn.Module):
         self.entries: list[list] = []  # [owner module, name, original parameter, alias]
-        for mod in module.modules():
-            for name, p in mod._parameters.items():
-                if p is not None and p.is_inference():
-                    self.entries.append([mod, name, p, _alias(p)])
+        for module in modules:
+            for mod in module.modules():
+                for name, p in mod._parameters.items():
+                    if p is not None and p.is_inference():
+                        self.entries.append([mod, name, p, _alias(p)])
 
     @contextmanager
     def swapped(self):

@@ -356,3 +356,23 @@ def test_ae_tokens_of_another_prompt_are_refused(sd1):
         run_node(sd1, pos, neg, latent(), steps=2, subject_tokens=sel, **FAST)
     with pytest.raises(ValueError, match="given twice"):
         run_node(sd1, pos, neg, latent(), steps=2, subject_tokens=sel, token_indices="2,5")
+
+
+def test_composes_with_a_controlnet(sd1):
+    """The ControlNet runs inside the gradient pass too (its weights are inference tensors as well, and ComfyUI
+    adds its outputs to the skip connections in place); it must take part and stay untouched."""
+    from harness.tiny_models import tiny_controlnet
+    control = tiny_controlnet().copy().set_cond_hint(torch.rand(1, 3, 256, 256), 1.0)
+    net = control.control_model
+    params = {n: p for n, p in net.named_parameters()}
+    weights = {n: p.clone() for n, p in params.items()}
+    pos, neg = conds()
+    with_control = [[pos[0][0], {**pos[0][1], "control": control, "control_apply_to_uncond": False}]]
+    out, record = run_node(sd1, with_control, neg, latent(), steps=4, token_indices="2,5", thresholds="0:0.5",
+                           max_refinement_steps=2)
+    _, plain = run_node(sd1, pos, neg, latent(), steps=4, token_indices="2,5", thresholds="0:0.5",
+                        max_refinement_steps=2)
+    assert torch.isfinite(out).all() and len(record.steps) == 2
+    assert not torch.allclose(record.steps[0].subject_maps, plain.steps[0].subject_maps)
+    for n, p in net.named_parameters():
+        assert p is params[n] and p.is_inference() and torch.equal(p, weights[n]), n

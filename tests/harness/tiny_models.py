@@ -104,3 +104,21 @@ def tiny_conditioning(kind, seed, n_chunks=1):
     if kind == "sdxl":
         extras.update(width=1024, height=1024, crop_w=0, crop_h=0, target_width=1024, target_height=1024)
     return [[cond, extras]]
+
+
+def tiny_controlnet(seed=7):
+    """A ComfyUI ControlNet for the tiny "sd1" model, with random weights built under inference mode."""
+    import_comfy()
+    import comfy.cldm.cldm
+    import comfy.controlnet
+    import comfy.model_management
+    import comfy.ops
+    unet = {k: v for k, v in KINDS["sd1"].unet.items() if k not in (
+        "image_size", "out_channels", "transformer_depth_output", "use_temporal_resblock",
+        "use_temporal_attention", "adm_in_channels")}
+    device = comfy.model_management.get_torch_device()
+    with torch.inference_mode():
+        net = comfy.cldm.cldm.ControlNet(image_size=32, hint_channels=3, num_heads=8, device=device,
+                                         dtype=torch.float32, operations=comfy.ops.disable_weight_init, **unet)
+        net.load_state_dict(random_state_dict(net, seed))
+    return comfy.controlnet.ControlNet(net, load_device=device, manual_cast_dtype=None)
