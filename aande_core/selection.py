@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 CHUNK_LEN = 77
+COND_KEY = "aande_tokens"  # key of the TokenSelection in each conditioning dict that carries one
 
 
 @dataclass(frozen=True)

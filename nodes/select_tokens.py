@@ -14,10 +14,9 @@ import torch
 
 from comfy import sd1_clip
 
-from ..aande_core.selection import TokenSelection, fingerprint
+from ..aande_core.selection import COND_KEY, TokenSelection, fingerprint
 from ..aande_core.token_match import embedding_piece, format_tokens, select_subjects, token_text
 
-COND_KEY = "aande_tokens"  # key of the TokenSelection in each conditioning dict
 # tokenizer output keys -> family, and the encoder whose tokens give the positions (SDXL: l and g agree)
 FAMILIES = {("l",): "sd1", ("h",): "sd2", ("g", "l"): "sdxl"}
 POSITION_ENCODER = {"sd1": "l", "sd2": "h", "sdxl": "l"}

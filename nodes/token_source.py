@@ -2,9 +2,7 @@
 "Select Subject Tokens" attached to the positive conditioning; checked against that conditioning."""
 from __future__ import annotations
 
-from ..aande_core.selection import TokenSelection, matches, validate_positions
-
-COND_KEY = "aande_tokens"
+from ..aande_core.selection import COND_KEY, TokenSelection, matches, validate_positions
 
 
 def resolve_selection(positive_cond: dict, cross_attn, given: TokenSelection | None,
@@ -21,13 +19,14 @@ def resolve_selection(positive_cond: dict, cross_attn, given: TokenSelection | N
                              "of the same 'Select Subject Tokens' node")
         selection = given
     elif indices:
-        base = carried if carried is not None and matches(carried, cross_attn) else None
+        # typed indices on a conditioning from 'Select Subject Tokens': keep its prompt layout (normalize_eot,
+        # captions); on any other conditioning only the context length is known
+        base = carried if carried is not None and matches(carried, cross_attn) else TokenSelection(positions=())
+        known = dict(zip(base.prompt_positions, base.prompt_tokens))
         selection = TokenSelection(
-            positions=indices, prompt_positions=base.prompt_positions if base else (),
-            prompt_tokens=base.prompt_tokens if base else (), context_len=context_len,
-            family=base.family if base else "", prompt=base.prompt if base else "")
-        known = dict(zip(selection.prompt_positions, selection.prompt_tokens))
-        selection = TokenSelection(**{**selection.__dict__, "tokens": tuple(known.get(p, "") for p in indices)})
+            positions=indices, tokens=tuple(known.get(p, "") for p in indices),
+            prompt_positions=base.prompt_positions, prompt_tokens=base.prompt_tokens, context_len=context_len,
+            family=base.family, prompt=base.prompt)
     elif carried is not None:
         selection = carried
     else:
