@@ -27,6 +27,9 @@ class AttentionRecord:
     optimized: bool                # False when A&E ran with the optimisation switched off (recording only)
     steps: list[StepRecord] = field(default_factory=list)
     total_steps: int = 0           # number of sampler steps in the run
+    gradient_passes: int = 0       # truncated forward + backward passes A&E ran
+    graph_replays: int = 0         # of those, replayed from a CUDA graph
 
     def clear(self) -> None:
         self.steps.clear()
+        self.gradient_passes = self.graph_replays = 0

@@ -4,10 +4,11 @@
     python3 -m bench.ae_bench --device cpu --quick                                  # tiny models, end to end
 
 Per case: median wall time over the timed runs (after one warm-up run), peak memory, UNet passes counted by hooks
-(full forwards, gradient forwards, truncated forwards, backward passes) and the ratio to plain sampling. The
-floor of an A&E case is plain time + (gradient passes) x (cost of one gradient evaluation: A&E's own
-truncated forward + backward, timed alone inside a real run). Writes JSON (after every case) and a markdown
-table next to it.
+(full forwards, gradient forwards, truncated forwards, backward passes; plus the gradient passes replayed from a
+CUDA graph, which no hook sees) and the ratio to plain sampling. The floor of an A&E case is plain time +
+(gradient passes) x (cost of one eager truncated forward + loss + backward, timed alone inside a real run); the
+graph floor uses the cost of one pass replayed from the CUDA graph instead. Writes JSON (after every case) and a
+markdown table next to it.
 """
 from __future__ import annotations
 
@@ -113,7 +114,7 @@ class Bench:
             if self.plan.over_budget():
                 break
         case = dict(key, times_s=times, median_s=statistics.median(times),
-                    peak_gib=None if peaks[0] is None else max(peaks), passes=counter.snapshot(),
+                    peak_gib=None if peaks[0] is None else max(peaks), passes=passes(counter, record),
                     finite=bool(torch.isfinite(latent).all()))
         if record is not None:
             case["refinement_iterations"] = [max((len(r) for r in s.refinement_losses), default=0)
@@ -123,6 +124,19 @@ class Bench:
         print(f"[bench]   median {case['median_s']:.3f} s over {len(times)}, peak {case['peak_gib']}, "
               f"passes {case['passes']}", flush=True)
         self.save()
+
+
+def passes(counter: PassCounter, record) -> dict:
+    """The hooks' counts, with the CUDA-graph replays of the gradient pass added: replays run no Python, so no
+    hook sees them, while the one capture ran the pass's Python (and hooks) without executing it."""
+    out = counter.snapshot()
+    out["replayed"] = getattr(record, "graph_replays", 0)
+    if out["replayed"]:
+        for k in ("grad", "truncated", "backward"):
+            out[k] += out["replayed"] - 1
+    if record is not None and record.optimized and out["grad"] != record.gradient_passes:
+        raise AssertionError(f"hooks count {out['grad']} gradient forwards, the run {record.gradient_passes}")
+    return out
 
 
 # ---------------------------------------------------------------- ComfyUI
@@ -170,34 +184,42 @@ class ComfyRunner:
     def run(self, mode, batch, steps):
         return self.plain(batch, steps) if MODES[mode] is None else self.ae(batch, steps, MODES[mode])
 
-    def eval_ms(self, batch, warmup=2, repeats=5) -> float:
-        """Median time of one A&E gradient evaluation (truncated forward + backward, _Run._evaluate), timed alone
-        at the first A&E step of a real run, which then stops."""
-        run_cls = self.ae_sampler._Run
-        original, times = run_cls._evaluate, []
+    def eval_ms(self, batch, warmup=2, repeats=5) -> dict:
+        """Median time of one A&E gradient evaluation (truncated forward + loss + backward), eager (`_Run._evaluate`)
+        and replayed from the run's CUDA graph where it has one, timed alone at the first A&E step of a real run,
+        which then stops."""
+        run_cls, graphed = self.ae_sampler._Run, self.ae_sampler.GraphedEvaluation
+        original, out = run_cls._gradient_pass, {}
 
         class Measured(Exception):
             pass
 
-        def probe(run, z, scale, sigma):
+        def median_ms(fn):
             for _ in range(warmup):
-                original(run, z, scale, sigma)
+                fn()
+            times = []
             for _ in range(repeats):
                 sync(self.plan.device)
                 t0 = time.perf_counter()
-                original(run, z, scale, sigma)
+                fn()
                 sync(self.plan.device)
                 times.append(time.perf_counter() - t0)
+            return 1000 * statistics.median(times)
+
+        def probe(run, z, scale, sigma):
+            out["eager"] = median_ms(lambda: run._evaluate(z, scale, sigma))
+            if isinstance(run.gradient_pass, graphed):
+                out["graph"] = median_ms(lambda: run.gradient_pass(z, scale, sigma))
             raise Measured
 
-        run_cls._evaluate = probe
+        run_cls._gradient_pass = probe
         try:
             self.ae(batch, self.plan.steps, MODES["ae_noref"])
         except Measured:
             pass
         finally:
-            run_cls._evaluate = original
-        return 1000 * statistics.median(times)
+            run_cls._gradient_pass = original
+        return out
 
 
 def comfy_phase(bench: Bench, arch, pack, modes, twin=None):
@@ -220,9 +242,9 @@ def comfy_cases(bench: Bench, runner: ComfyRunner, modes):
         key = f"{arch}_b{batch}"
         if not plan.over_budget():
             ms = bench.guarded(f"{key} gradient evaluation", runner.eval_ms, batch)
-            if ms is not None:
+            if ms:
                 bench.results["eval_ms"][key] = ms
-                print(f"[bench] {key}: one gradient evaluation {ms:.2f} ms", flush=True)
+                print(f"[bench] {key}: one gradient evaluation {ms}", flush=True)
         for mode in modes:
             bench.run_case(dict(arch=arch, batch=batch, impl="comfyui", mode=mode), runner.counter,
                            lambda steps, m=mode, b=batch: runner.run(m, b, steps))
@@ -270,7 +292,9 @@ def diffusers_cases(bench: Bench, arch, unet):
 
 
 def add_floors(results: dict):
-    """Ratios to plain sampling (same implementation) and to the floor (ComfyUI plain + our gradient passes)."""
+    """Ratios to plain sampling (same implementation) and to the floors: ComfyUI plain + our gradient passes x the
+    cost of one eager truncated forward + backward (the issue's floor), and x the cost of one replayed from a
+    CUDA graph (what our passes cost where the graph is used)."""
     cases = results["cases"]
     find = {(c["arch"], c["batch"], c["impl"], c["mode"]): c for c in cases}
     for c in cases:
@@ -278,12 +302,13 @@ def add_floors(results: dict):
         c["x_plain"] = c["median_s"] / plain["median_s"] if plain else None
         ours = find.get((c["arch"], c["batch"], "comfyui", c["mode"]))
         comfy_plain = find.get((c["arch"], c["batch"], "comfyui", "plain"))
-        eval_ms = results["eval_ms"].get(f"{c['arch']}_b{c['batch']}")
-        if c["mode"] == "plain" or not (ours and comfy_plain and eval_ms):
-            c["floor_s"] = c["x_floor"] = None
-            continue
-        c["floor_s"] = comfy_plain["median_s"] + ours["passes"]["grad"] * eval_ms / 1000
-        c["x_floor"] = c["median_s"] / c["floor_s"]
+        eval_ms = results["eval_ms"].get(f"{c['arch']}_b{c['batch']}", {})
+        for kind, suffix in (("eager", ""), ("graph", "_graph")):
+            if c["mode"] == "plain" or not (ours and comfy_plain and kind in eval_ms):
+                c["floor" + suffix + "_s"] = c["x_floor" + suffix] = None
+                continue
+            floor = comfy_plain["median_s"] + ours["passes"]["grad"] * eval_ms[kind] / 1000
+            c["floor" + suffix + "_s"], c["x_floor" + suffix] = floor, c["median_s"] / floor
 
 
 def table(results: dict) -> str:
@@ -291,16 +316,19 @@ def table(results: dict) -> str:
         return "-" if v is None else format(v, fmt)
 
     lines = ["| model | batch | impl | mode | median s | peak GiB | fwd full | fwd grad | fwd truncated | bwd "
-             "| refine it. | x plain | floor s | x floor | finite |", "|" + " --- |" * 15]
+             "| replayed | refine it. | x plain | floor s | x floor | graph floor s | x graph floor | finite |",
+             "|" + " --- |" * 18]
     for c in results["cases"]:
         p = c["passes"]
         refine = sum(c["refinement_iterations"]) if "refinement_iterations" in c else None
         lines.append(f"| {c['arch']} | {c['batch']} | {c['impl']} | {c['mode']} | {c['median_s']:.3f} | "
                      f"{num(c['peak_gib'], '.2f')} | {p['full']} | {p['grad']} | {p['truncated']} | {p['backward']} | "
-                     f"{num(refine, 'd')} | {num(c['x_plain'], '.2f')} | {num(c['floor_s'], '.3f')} | "
-                     f"{num(c['x_floor'], '.2f')} | {'yes' if c['finite'] else 'NO'} |")
-    evals = ", ".join(f"{k}: {v:.2f} ms" for k, v in results["eval_ms"].items())
-    notes = [f"One gradient evaluation (truncated forward + backward): {evals or '-'}."]
+                     f"{p.get('replayed', 0)} | {num(refine, 'd')} | {num(c['x_plain'], '.2f')} | "
+                     f"{num(c['floor_s'], '.3f')} | {num(c['x_floor'], '.2f')} | {num(c['floor_graph_s'], '.3f')} | "
+                     f"{num(c['x_floor_graph'], '.2f')} | {'yes' if c['finite'] else 'NO'} |")
+    evals = "; ".join(f"{k}: " + ", ".join(f"{kind} {ms:.2f} ms" for kind, ms in v.items())
+                      for k, v in results["eval_ms"].items())
+    notes = [f"One gradient evaluation (truncated forward + loss + backward): {evals or '-'}."]
     notes += [f"SDXL A&E ({c['mode']}, batch {c['batch']}) peak: {c['peak_gib']:.2f} GiB (target < 20 GiB)."
               for c in results["cases"] if c["arch"] == "sdxl" and c["mode"] != "plain" and c["peak_gib"] is not None]
     notes += [f"Skipped {s['case']}: {s['why']}" for s in results["skipped"]]

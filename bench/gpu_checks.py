@@ -1,6 +1,7 @@
-"""CUDA correctness checks of the A&E KSampler (issue 3): an SD1.5-size random-weight UNet at 512x512 in fp16
-and bf16 gives finite output; fp16 agrees with fp32 on the first A&E losses; a non-finite gradient skips that
-sample's update with a warning instead of poisoning the latent. Prints a table; exits 1 if a check fails.
+"""CUDA correctness checks of the A&E KSampler (issues 3 and 7): an SD1.5-size random-weight UNet at 512x512 in
+fp16 and bf16 gives finite output; fp16 agrees with fp32 on the first A&E losses; the gradient pass replayed
+from a CUDA graph gives the eager pass's result and frees its memory after the run; a non-finite gradient skips
+that sample's update with a warning instead of poisoning the latent. Prints a table; exits 1 if a check fails.
 
 python3 -m bench.gpu_checks [--comfyui PATH] [--quick]
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 
 import torch
@@ -25,6 +27,7 @@ def main():
     import comfy.model_management
     import comfy.utils
     from aande_pack.aande_core import objective
+    from aande_pack.nodes import graphed_pass
 
     from . import models
     comfy.utils.PROGRESS_BAR_ENABLED = False
@@ -54,6 +57,39 @@ def main():
     check("fp16 512x512 batch 2, 20 steps", torch.isfinite(out).all() and torch.isfinite(losses).all(),
           f"{secs:.1f} s, loss {losses[0].tolist()} -> {losses[-1].tolist()}, "
           f"refinement iterations {sum(len(r) for s in record.steps for r in s.refinement_losses)}")
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated(device)
+        graphed, rec_g, secs_g = run(fp16)
+        after = torch.cuda.memory_allocated(device)
+        os.environ[graphed_pass.ENV_SWITCH] = "0"
+        try:
+            eager, rec_e, secs_e = run(fp16)
+            eager2, rec_e2, _ = run(fp16)
+        finally:
+            del os.environ[graphed_pass.ENV_SWITCH]
+
+        def diffs(a, rec_a, b, rec_b):
+            """(latent relative L2 difference, largest per-step loss difference, same refinement iterations)"""
+            iterations = [[[len(r) for r in s.refinement_losses] for s in rec.steps] for rec in (rec_a, rec_b)]
+            return (float((a - b).norm() / b.norm()),
+                    max(float((x.loss - y.loss).abs().max()) for x, y in zip(rec_a.steps, rec_b.steps)),
+                    iterations[0] == iterations[1])
+
+        graph_vs_eager, eager_vs_eager = diffs(graphed, rec_g, eager, rec_e), diffs(eager2, rec_e2, eager, rec_e)
+        # the eager pass itself is not bitwise repeatable (cuDNN's attention backward), and random weights amplify
+        # differences over 20 steps with refinement: the graph must stay within that run-to-run spread
+        close = graph_vs_eager[0] <= max(4 * eager_vs_eager[0], 1e-5) and graph_vs_eager[1] <= max(
+            4 * eager_vs_eager[1], 1e-5)
+        check("CUDA-graph gradient pass = eager pass (fp16, batch 2, 20 steps, default refinement)",
+              rec_g.graph_replays == rec_g.gradient_passes - 1 and rec_e.graph_replays == 0 and close,
+              f"{rec_g.graph_replays} of {rec_g.gradient_passes} passes replayed; graph vs eager: latent rel. diff "
+              f"{graph_vs_eager[0]:.1e}, max loss diff {graph_vs_eager[1]:.1e}, same refinement {graph_vs_eager[2]}; "
+              f"eager vs eager: {eager_vs_eager[0]:.1e}, {eager_vs_eager[1]:.1e}, {eager_vs_eager[2]}; "
+              f"{secs_g:.2f} s against {secs_e:.2f} s eager")
+        check("the graph's memory is freed after the run", after - before < 2 ** 20,
+              f"allocated before {before / 2 ** 20:.1f} MiB, after {after / 2 ** 20:.1f} MiB")
 
     fp32 = models.comfy_model(arch, device, torch.float32, seed=0)
     with torch.inference_mode():

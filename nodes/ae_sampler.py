@@ -22,6 +22,7 @@ from ..aande_core.objective import Objective
 from ..aande_core.record import AttentionRecord, StepRecord
 from ..aande_core.selection import TokenSelection
 from .attention_capture import AttentionCapture, StopForward
+from .graphed_pass import GraphedEvaluation, graph_blocker
 from .inference_weights import WeightAliases
 from .token_source import resolve_selection
 from .unet_layers import cross_attention_layers, layers_at
@@ -103,7 +104,6 @@ class _Run:
         if len(positive) != 1:
             raise ValueError(f"A&E needs a single positive conditioning, got {len(positive)} (Conditioning "
                              "Combine or areas); excite one prompt at a time")
-        self.positive = positive
         cross = positive[0].get("cross_attn")
         if cross is None:
             raise ValueError("the positive conditioning has no text embedding (cross_attn)")
@@ -125,6 +125,11 @@ class _Run:
             controls = _control_models(positive[0])
             self.grad_options = self.capture.patch(extra_args["model_options"], all_keys, separate_skips=bool(controls))
             self.weights = WeightAliases(self.diffusion_model, *controls)
+            self.grad_positive = [_inputs_on(positive[0], noise.device)]
+            why = graph_blocker(noise.device, extra_args["model_options"], positive[0], controls, [self.model])
+            self.gradient_pass = self._evaluate if why else GraphedEvaluation(self._evaluate)
+            if why:
+                log.info("A&E: gradient pass runs eagerly, not from a CUDA graph: %s", why)
         record.subject_positions = list(selection.positions)
         record.subject_labels = selection.labels()
         record.prompt_positions = list(record_positions)
@@ -141,6 +146,14 @@ class _Run:
     def step_done(self, i: int):
         self.step = i + 1
         self._pending = True
+        if self.step >= self.alter_steps:
+            self._release_graph()
+
+    def _release_graph(self):
+        """Free the graph's memory pool once no gradient pass is left (end of the A&E phase or of the run)."""
+        if isinstance(getattr(self, "gradient_pass", None), GraphedEvaluation):
+            self.record.graph_replays = self.gradient_pass.replays
+            self.gradient_pass.release()
 
     def at_step(self, x, sigma, evaluate_model):
         self._pending = False
@@ -158,7 +171,7 @@ class _Run:
         with self.weights.swapped(), torch.inference_mode(False), torch.enable_grad():
             sigma = sigma.clone()  # tensors made under inference mode cannot be saved for backward
             scale = (sigma.to(x.dtype) ** 2 + self.sigma_data ** 2).sqrt().view(-1, *([1] * (x.dim() - 1)))
-            outcome = excite_step(x.detach().clone() / scale, lambda z: self._evaluate(z, scale, sigma),
+            outcome = excite_step(x.detach().clone() / scale, lambda z: self._gradient_pass(z, scale, sigma),
                                   self.config.step_size(i, self.total_steps), self.thresholds.get(i),
                                   self.config.max_refinement_steps)
             new_x = (outcome.z * scale).detach()
@@ -169,12 +182,17 @@ class _Run:
             x.copy_(new_x)
         self._record(sigma, outcome.first, outcome.final_loss, outcome.refinement_losses, updated=True)
 
-    def _evaluate(self, z, scale, sigma):
+    def _gradient_pass(self, z, scale, sigma):
         comfy.model_management.throw_exception_if_processing_interrupted()
+        self.record.gradient_passes += 1
+        return self.gradient_pass(z, scale, sigma)
+
+    def _evaluate(self, z, scale, sigma):
+        """Truncated forward on the positive prompt, loss and gradient w.r.t. z (eager, or under capture)."""
         z = z.detach().requires_grad_(True)
         self.capture.begin()
         try:
-            comfy.samplers.calc_cond_batch(self.model, [self.positive], z * scale, sigma, self.grad_options)
+            comfy.samplers.calc_cond_batch(self.model, [self.grad_positive], z * scale, sigma, self.grad_options)
         except StopForward:
             pass
         return self.objective.evaluate(self.capture.end(), z)
@@ -187,10 +205,20 @@ class _Run:
 
     def finish(self):
         """Move the record to the CPU (float32), once, also when sampling was interrupted."""
+        self._release_graph()
         for s in self.record.steps:
             s.sigma = float(s.sigma)
             s.token_maps, s.subject_maps = s.token_maps.float().cpu(), s.subject_maps.float().cpu()
             s.loss, s.final_loss = s.loss.float().cpu(), s.final_loss.float().cpu()
+
+
+def _inputs_on(cond: dict, device) -> dict:
+    """The cond with its model inputs (text embedding, SDXL's vector...) already on the device. ComfyUI keeps
+    them on the CPU and copies them in every forward: a host transfer per gradient pass, which a CUDA graph
+    cannot hold either."""
+    inputs = {k: c._copy_with(c.cond.to(device)) if isinstance(getattr(c, "cond", None), torch.Tensor) else c
+              for k, c in cond["model_conds"].items()}
+    return dict(cond, model_conds=inputs)
 
 
 def _control_models(cond: dict) -> list[torch.nn.Module]:
