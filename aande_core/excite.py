@@ -21,7 +21,7 @@ class StepOutcome:
     final_loss: torch.Tensor             # (B,) loss whose gradient made the regular update
     refinement_losses: list[list[float]] = field(default_factory=list)  # per sample, one per iteration
     evaluations: int = 0                 # gradient forwards this step
-    skipped: list[int] = field(default_factory=list)  # samples whose update was skipped (non-finite gradient)
+    skipped: torch.Tensor | None = None  # (B,) bool on z's device: an update was skipped (non-finite gradient)
 
 
 def _update(z, ev: Evaluation, step_size: float, mask: torch.Tensor, skipped: torch.Tensor) -> torch.Tensor:
@@ -73,4 +73,4 @@ def excite_step(z: torch.Tensor, evaluate: Callable[[torch.Tensor], Evaluation],
             evaluations += 1
     z = _update(z, ev, step_size, ev.loss != 0, skipped)
     return StepOutcome(z=z, first=first, final_loss=ev.loss, refinement_losses=refinement_losses,
-                       evaluations=evaluations, skipped=torch.nonzero(skipped).flatten().tolist())
+                       evaluations=evaluations, skipped=skipped)

@@ -2,7 +2,7 @@
 profiler (GPU busy time against wall time) and replayed from a CUDA graph; and a whole A&E step split into
 gradient evaluations, the rest of the A&E update and the CFG forward, against a plain step.
 
-    python3 -m bench.profile_eval --comfyui .device/comfyui --out $OUT/profile.json
+    python3 -m bench.profile_eval --comfyui .device/comfyui [--arch sdxl] [--batch 4] --out $OUT/profile.json
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ def main():
     p.add_argument("--comfyui")
     p.add_argument("--out", default="bench/out/profile.json")
     p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--arch", default="sd15", choices=["sd15", "sdxl"])
     args = p.parse_args()
     host.import_comfy(host.find_comfyui(args.comfyui), cpu=False)
     pack = host.import_pack()
@@ -48,10 +49,11 @@ def main():
     dev = torch.device("cuda")
     plan = ae_bench.Plan(device=dev, dtype=torch.float16, steps=50, batches=(args.batch,), repeats=1,
                          warmup_steps=2, budget_s=1e9, cases=set())
-    arch = models.archs(False)["sd15"]
+    arch = models.archs(False)[args.arch]
     model = models.comfy_model(arch, dev, torch.float16)
     runner = ae_bench.ComfyRunner(plan, arch, model, pack)
-    out: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "batch": args.batch}
+    out: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "arch": args.arch,
+                 "batch": args.batch}
     run_cls = ae_sampler._Run
     original = run_cls._evaluate
     orig_grad_pass = run_cls._gradient_pass

@@ -126,7 +126,8 @@ class _Run:
             self.grad_options = self.capture.patch(extra_args["model_options"], all_keys, separate_skips=bool(controls))
             self.weights = WeightAliases(self.diffusion_model, *controls)
             self.grad_positive = [_inputs_on(positive[0], noise.device)]
-            why = graph_blocker(noise.device, extra_args["model_options"], positive[0], controls, [self.model])
+            why = graph_blocker(noise.device, extra_args["model_options"], positive[0], controls, [self.model],
+                                getattr(self.model, "current_patcher", None))
             self.gradient_pass = self._evaluate if why else GraphedEvaluation(self._evaluate)
             if why:
                 log.info("A&E: gradient pass runs eagerly, not from a CUDA graph: %s", why)
@@ -139,6 +140,7 @@ class _Run:
         record.clear()
         self.step = 0
         self._pending = True
+        self.skipped: list[tuple[int, torch.Tensor]] = []  # per A&E step, on the device until the run ends
 
     def pending(self) -> bool:
         return self._pending and self.step < self.alter_steps
@@ -175,9 +177,7 @@ class _Run:
                                   self.config.step_size(i, self.total_steps), self.thresholds.get(i),
                                   self.config.max_refinement_steps)
             new_x = (outcome.z * scale).detach()
-        if outcome.skipped:
-            log.warning("A&E step %d: non-finite gradient for sample(s) %s; their update was skipped", i,
-                        outcome.skipped)
+        self.skipped.append((i, outcome.skipped))
         with torch.no_grad():
             x.copy_(new_x)
         self._record(sigma, outcome.first, outcome.final_loss, outcome.refinement_losses, updated=True)
@@ -204,8 +204,15 @@ class _Run:
             loss=first.loss, refinement_losses=refinement_losses, final_loss=final_loss, updated=updated))
 
     def finish(self):
-        """Move the record to the CPU (float32), once, also when sampling was interrupted."""
+        """Move the record to the CPU (float32) and report skipped updates, once, also when sampling was
+        interrupted. Reading the skip flags per step would stall the GPU at every A&E step."""
         self._release_graph()
+        if self.skipped:
+            flags = torch.stack([mask for _, mask in self.skipped]).cpu()
+            for (step, _), row in zip(self.skipped, flags):
+                if row.any():
+                    log.warning("A&E step %d: non-finite gradient for sample(s) %s; their update was skipped", step,
+                                torch.nonzero(row).flatten().tolist())
         for s in self.record.steps:
             s.sigma = float(s.sigma)
             s.token_maps, s.subject_maps = s.token_maps.float().cpu(), s.subject_maps.float().cpu()

@@ -30,8 +30,12 @@ def _non_empty(value) -> bool:
     return value is not None
 
 
-def graph_blocker(device: torch.device, model_options: dict, cond: dict, controls, modules) -> str | None:
-    """Why the gradient pass of this run cannot be replayed from a CUDA graph, or None if it can."""
+def graph_blocker(device: torch.device, model_options: dict, cond: dict, controls, modules, patcher=None) -> str | None:
+    """Why the gradient pass of this run cannot be replayed from a CUDA graph, or None if it can.
+
+    A graph holds the addresses of the weights it read, so the weights must stay where they are for the whole run:
+    not offloaded (lowvram) and not streamed by a dynamic-VRAM patcher (newer ComfyUI).
+    """
     if os.environ.get(ENV_SWITCH, "1") == "0":
         return f"{ENV_SWITCH}=0"
     if device.type != "cuda":
@@ -44,6 +48,9 @@ def graph_blocker(device: torch.device, model_options: dict, cond: dict, control
     foreign += [k for k in ("hooks", "gligen") if cond.get(k) is not None]
     if foreign:
         return f"other nodes patch the model ({', '.join(foreign)})"
+    is_dynamic = getattr(patcher, "is_dynamic", None)
+    if callable(is_dynamic) and is_dynamic():
+        return "ComfyUI streams this model's weights (dynamic VRAM)"
     for module in modules:
         if getattr(module, "model_lowvram", False) or any(p.device.type != "cuda" for p in module.parameters()):
             return "the model is partly offloaded to the CPU (lowvram)"
@@ -76,8 +83,8 @@ class GraphedEvaluation:
 
     def _capture(self, z, scale, sigma) -> bool:
         inputs = [t.detach().clone() for t in (z, scale, sigma)]
-        graph = torch.cuda.CUDAGraph()
         try:
+            graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
                 outputs = self.evaluate(*inputs)
         except Exception as e:  # noqa: BLE001  any capture failure leaves the eager pass, which is correct
