@@ -98,7 +98,7 @@ def main():
     _, rec32, _ = run(fp32, steps=20, thresholds="")
     _, rec16, _ = run(fp16, steps=20, thresholds="")
     diff = max(float((a.loss - b.loss).abs().max()) for a, b in zip(rec16.steps[:3], rec32.steps[:3]))
-    check("fp16 vs fp32 losses, first 3 A&E steps", diff < 2e-2, f"max |diff| {diff:.2e}")
+    check("fp16 vs fp32 losses, first 3 A&E steps", diff < 2e-2, f"max abs diff {diff:.2e}")
     del fp32
 
     bf16 = models.comfy_model(arch, device, torch.bfloat16, seed=0)
