@@ -92,7 +92,7 @@ def main():
             out["graph_top_gpu"] = prof.key_averages().table(sort_by="self_device_time_total", row_limit=8)
         raise Done
 
-    run_cls._gradient_pass = lambda run, z, scale, sigma: probe(run, z, scale, sigma)
+    run_cls._gradient_pass = probe
     try:
         runner.ae(args.batch, 50, ae_bench.MODES["ae_noref"])
     except Done:
