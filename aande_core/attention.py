@@ -34,7 +34,7 @@ class AttentionAccumulator:
         return (self.total / self.count).reshape(b, *self.hw, c)
 
 
-def softmax_columns(context_len: int, prompt_positions=(), normalize_eot: bool = False) -> list[int]:
+def softmax_columns(context_len: int, prompt_indices=(), normalize_eot: bool = False) -> list[int]:
     """Context positions that take part in the token softmax.
 
     Reference (SD1): positions 1..75 of the 77, so the end token and padding are included.
@@ -42,10 +42,10 @@ def softmax_columns(context_len: int, prompt_positions=(), normalize_eot: bool =
     every chunk's start token and the context's last position are left out.
     """
     if normalize_eot:
-        if not prompt_positions:
+        if not prompt_indices:
             raise ValueError("normalize_eot needs the prompt's token positions: connect 'Select Subject Tokens' "
                              "(or turn normalize_eot off)")
-        return sorted(prompt_positions)
+        return sorted(prompt_indices)
     return [p for p in range(context_len - 1) if p % CHUNK_LEN != 0]
 
 

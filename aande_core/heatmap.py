@@ -56,13 +56,13 @@ def select_maps(record: AttentionRecord, step_mode: str, step_index: int, tokens
     """Pick the subject maps (as the loss sees them) or every prompt token's map at the chosen step(s)."""
     steps = recorded_steps(record)
     if tokens == TOKENS_SUBJECTS:
-        get, labels, positions = (lambda s: s.subject_maps), record.subject_labels, record.subject_positions
+        get, labels, indices = (lambda s: s.subject_maps), record.subject_labels, record.token_indices
     elif tokens == TOKENS_PROMPT:
-        get, labels, positions = (lambda s: s.token_maps), record.prompt_labels, record.prompt_positions
+        get, labels, indices = (lambda s: s.token_maps), record.prompt_labels, record.prompt_indices
     else:
         raise ValueError(f"unknown tokens choice {tokens!r}; use one of {TOKEN_MODES}")
     if step_mode == STEP_LAST:
-        last = "last A&E step" if record.optimized else "last recorded step"
+        last = "last A&E step" if record.attend_and_excite else "last recorded step"
         chosen, description = [steps[-1]], f"step {steps[-1].step} ({last})"
     elif step_mode == STEP_MEAN:
         chosen = steps
@@ -87,7 +87,7 @@ def select_maps(record: AttentionRecord, step_mode: str, step_index: int, tokens
     if n == 0:
         raise ValueError(f"the attention record has no {tokens} maps; select subject tokens for the sampler")
     if len(labels) != n:
-        labels = [str(p) for p in positions] if len(positions) == n else [f"token {i}" for i in range(n)]
+        labels = [str(p) for p in indices] if len(indices) == n else [f"token {i}" for i in range(n)]
     kind = "subject maps (smoothed)" if tokens == TOKENS_SUBJECTS else "prompt token maps"
     return MapSelection(maps, list(labels), [s.step for s in chosen], kind, description)
 

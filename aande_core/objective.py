@@ -1,4 +1,4 @@
-"""The A&E objective: subject maps, their maxima and the loss max_s(1 - m_s)."""
+"""The A&E objective: subject maps, their maxima and the loss max_s(1 - m_s), with its gradient."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,12 +6,12 @@ from dataclasses import dataclass
 import torch
 
 from .attention import softmax_columns, token_probabilities
-from .config import AEConfig
 from .smoothing import gaussian_kernel, smooth
 
 
 @dataclass
-class Evaluation:
+class PassResult:
+    """What one gradient pass gives: per-sample losses, their gradient and the maps they were read from."""
     loss: torch.Tensor            # (B,) per-sample loss, detached
     grad: torch.Tensor | None     # d(sum of losses)/dz, None when no gradient was asked for
     token_maps: torch.Tensor      # (B, n_tokens, h, w) softmaxed maps of the recorded tokens, detached
@@ -21,17 +21,15 @@ class Evaluation:
 class Objective:
     """Turns mean cross-attention (B, h, w, C) into per-sample losses for the selected subject tokens."""
 
-    def __init__(self, config: AEConfig, subject_positions, context_len: int, prompt_positions=()):
-        """prompt_positions: the prompt's own tokens (needed for normalize_eot); their maps are recorded too."""
-        self.config = config
-        self.columns = softmax_columns(context_len, prompt_positions, config.normalize_eot)
+    def __init__(self, subject_indices, context_len: int, prompt_indices=(), normalize_eot: bool = False,
+                 smoothing: tuple[int, float] | None = (3, 0.5)):
+        """prompt_indices: the prompt's own tokens (needed for normalize_eot); their maps are recorded too.
+        smoothing: (kernel size, sigma) of the Gaussian applied to each subject map, or None."""
+        self.columns = softmax_columns(context_len, prompt_indices, normalize_eot)
         col_of = {p: i for i, p in enumerate(self.columns)}
-        missing = [p for p in subject_positions if p not in col_of]
-        if missing:
-            raise ValueError(f"token positions {missing} are not among the text tokens the loss normalises over "
-                             f"({self.columns[0]}..{self.columns[-1]}); choose words of the prompt")
-        self.subject_cols = [col_of[p] for p in subject_positions]
-        self.record_cols = [col_of[p] for p in prompt_positions] if prompt_positions else self.subject_cols
+        self.subject_cols = [col_of[p] for p in subject_indices]
+        self.record_cols = [col_of[p] for p in prompt_indices] if prompt_indices else self.subject_cols
+        self.smoothing = smoothing
         self._device_cache: dict = {}
 
     def _on(self, device):
@@ -41,8 +39,7 @@ class Objective:
         if key not in self._device_cache:
             def index(cols):
                 return torch.tensor(cols, dtype=torch.long, device=device)
-            kernel = (gaussian_kernel(self.config.kernel_size, self.config.sigma).to(device)
-                      if self.config.smooth_attentions else None)
+            kernel = gaussian_kernel(*self.smoothing).to(device) if self.smoothing else None
             self._device_cache[key] = (index(self.columns), index(self.subject_cols), index(self.record_cols), kernel)
         return self._device_cache[key]
 
@@ -61,7 +58,7 @@ class Objective:
         peaks = maps.amax(dim=(-2, -1))
         return (1.0 - peaks).clamp(min=0.0).amax(dim=-1)
 
-    def evaluate(self, attention: torch.Tensor, z: torch.Tensor | None = None) -> Evaluation:
+    def loss(self, attention: torch.Tensor, z: torch.Tensor | None = None) -> PassResult:
         """Loss (and, given z that the attention depends on, its gradient w.r.t. z)."""
         probs, maps = self.subject_maps(attention)
         loss = self.loss_from_maps(maps)
@@ -69,4 +66,4 @@ class Objective:
         if z is not None:
             (grad,) = torch.autograd.grad(loss.sum(), [z])
         token_maps = probs[..., self._on(probs.device)[2]].permute(0, 3, 1, 2)
-        return Evaluation(loss.detach(), grad, token_maps.detach(), maps.detach())
+        return PassResult(loss.detach(), grad, token_maps.detach(), maps.detach())

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .selection import CHUNK_LEN
+from .selection import TokenSelection, format_listing
 
 END_OF_WORD = "</w>"
 _EMBED_PIECE = re.compile(r"^embedding:(.+)\[(\d+)\]$")
@@ -102,7 +102,7 @@ def split_words(tokens) -> list[Word]:
 
 def format_tokens(tokens) -> str:
     """"1:a 2:cat 3:and" for error messages and logs."""
-    return " ".join(f"{pos}:{token_text(piece)}" for pos, piece in tokens) or "(the prompt has no tokens)"
+    return format_listing((pos, token_text(piece)) for pos, piece in tokens)
 
 
 def _format_word_tokens(span) -> str:
@@ -154,13 +154,9 @@ def _by_index(p: int, item: str, tokens, words, context_len: int) -> Match:
     pieces = dict(tokens)
     if p in pieces:
         return Match(item if item.strip() == str(p) else str(p), p, token_text(pieces[p]), _word_of(p, words).tokens)
-    listing = f"the prompt's tokens are: {format_tokens(tokens)}"
-    if p < 0 or (context_len and p >= context_len):
-        raise ValueError(f"token index {p} is outside the text context (0..{context_len - 1}); {listing}")
-    if p % CHUNK_LEN == 0:
-        raise ValueError(f"token index {p} is a start token, not a word of the prompt (indices count from the "
-                         f"start token at 0, so the first word is 1); {listing}")
-    raise ValueError(f"token index {p} is an end or padding token, not a word of the prompt; {listing}")
+    TokenSelection((p,), prompt_indices=tuple(pieces), prompt_tokens=tuple(token_text(t) for t in pieces.values()),
+                   context_len=context_len).check()
+    raise ValueError(f"token index {p}: the prompt has no tokens to select")
 
 
 def _parse_word_item(item: str) -> tuple[tuple[str, ...], int, int]:

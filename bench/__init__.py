@@ -1,1 +1,8 @@
-"""Benchmark of A&E sampling against plain sampling and diffusers' A&E pipeline (issue 7); see README.md."""
+"""The GPU benchmark and checks. They share the test harness (tests/harness: ComfyUI as a library, models with
+random weights, the diffusers twin), importable as `harness`."""
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "tests") not in sys.path:
+    sys.path.insert(0, str(ROOT / "tests"))

@@ -24,11 +24,27 @@ from pathlib import Path
 
 import torch
 
-from . import host
+from harness import diffusers_twin, host, models
+
+from . import ROOT
 from .counters import PassCounter
 
 MODES = {"plain": None, "ae_noref": {"thresholds": ""}, "ae_default": {}}
 TOKENS = "2,5"
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str     # "sd15" or "sdxl", as the table shows it
+    kind: str     # the harness model kind
+    latent: int   # latent side; the image is 8x larger
+
+
+def archs(quick: bool) -> dict[str, Arch]:
+    """Full SD1.5 (512x512) and SDXL (1024x1024), or the test harness's tiny sd1/sdxl at 128x128."""
+    if quick:
+        return {"sd15": Arch("sd15", "sd1", 16), "sdxl": Arch("sdxl", "sdxl", 16)}
+    return {"sd15": Arch("sd15", "sd15-full", 64), "sdxl": Arch("sdxl", "sdxl-full", 128)}
 
 
 @dataclass
@@ -134,7 +150,7 @@ def passes(counter: PassCounter, record) -> dict:
     if out["replayed"]:
         for k in ("grad", "truncated", "backward"):
             out[k] += out["replayed"] - 1
-    if record is not None and record.optimized and out["grad"] != record.gradient_passes:
+    if record is not None and record.attend_and_excite and out["grad"] != record.gradient_passes:
         raise AssertionError(f"hooks count {out['grad']} gradient forwards, the run {record.gradient_passes}")
     return out
 
@@ -142,101 +158,110 @@ def passes(counter: PassCounter, record) -> dict:
 # ---------------------------------------------------------------- ComfyUI
 
 
-class ComfyRunner:
-    """Plain KSampler (what ComfyUI's KSampler node does) and the A&E KSampler node, on one model."""
+class Measured(Exception):
+    """Ends a run once its gradient pass has been timed."""
 
-    def __init__(self, plan: Plan, arch, model, pack):
-        import comfy.sample
-        import latent_preview
-        from . import models
+
+def median_ms(fn, device, warmup=2, repeats=5):
+    """Median wall time of fn() in ms, synchronised, after warm-up calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)
+
+
+def pass_timer(device):
+    """A RunObserver that times one gradient pass at the first A&E step of a real run, eagerly and (where the run
+    has one) replayed from its CUDA graph, into its `ms`, then ends the run."""
+    from aande_pack.nodes.engine.observer import RunObserver
+
+    class PassTimer(RunObserver):
+        ms: dict = {}
+
+        def step_started(self, run, step, z, sigma):
+            gradient_pass = run.gradient_pass
+            self.ms = {"eager": median_ms(lambda: gradient_pass.eager(z, sigma), device)}
+            if gradient_pass.eager_reason is None:
+                self.ms["graph"] = median_ms(lambda: gradient_pass(z, sigma), device)
+            raise Measured
+
+    return PassTimer()
+
+
+class ComfyRunner:
+    """Plain KSampler (ComfyUI's own KSampler function) and the A&E KSampler's sampling, on one model."""
+
+    def __init__(self, plan: Plan, arch: Arch, model):
+        from aande_pack.nodes import compat
+        from aande_pack.nodes.declarations.inputs import ae_inputs, settings_from
+        from aande_pack.nodes.engine import patch
         self.plan, self.arch, self.model = plan, arch, model
-        self.ae_options, self.ae_sampler, self.ksampler_node = pack
-        self.sample, self.preview = comfy.sample, latent_preview
-        self.positive = models.conditioning(arch, 1)
-        self.negative = models.conditioning(arch, 2)
+        self.compat, self.patch = compat, patch
+        self.ae_inputs, self.settings_from = ae_inputs, settings_from
+        self.positive = models.make_conditioning(arch.kind, 1, side=8 * arch.latent)
+        self.negative = models.make_conditioning(arch.kind, 2, side=8 * arch.latent)
         unet = model.model.diffusion_model
         self.counter = PassCounter(unet.input_blocks[0][0], unet.out)
 
     def latent(self, batch):
         return {"samples": torch.zeros(batch, 4, self.arch.latent, self.arch.latent)}
 
+    def settings(self, overrides):
+        kw = {name: spec[1]["default"] for name, spec in self.ae_inputs().items()}
+        kw.update(token_indices=TOKENS, **overrides)
+        return self.settings_from(kw)
+
     def plain(self, batch, steps):
         p = self.plan
         with torch.inference_mode():
-            samples = self.sample.fix_empty_latent_channels(self.model, self.latent(batch)["samples"])
-            noise = self.sample.prepare_noise(samples, p.seed)
-            callback = self.preview.prepare_callback(self.model, steps)
-            out = self.sample.sample(self.model, noise, steps, p.cfg, "ddim", "ddim_uniform", self.positive,
-                                     self.negative, samples, denoise=1.0, callback=callback, disable_pbar=True,
-                                     seed=p.seed)
-        return out, None
+            (out,) = self.compat.common_ksampler(self.model, p.seed, steps, p.cfg, "ddim", "ddim_uniform",
+                                                 self.positive, self.negative, self.latent(batch), denoise=1.0)
+        return out["samples"], None
 
-    def ae(self, batch, steps, overrides):
+    def ae(self, batch, steps, overrides, observer=None):
         p = self.plan
-        kw = {name: spec[1]["default"] for name, spec in self.ae_options.ae_inputs().items()}
-        kw.update(token_indices=TOKENS, **overrides)
+        extra = {"observer": observer} if observer is not None else {}
         with torch.inference_mode():
-            out, record = self.ksampler_node.AEKSampler().sample(
-                self.model, p.seed, steps, p.cfg, "ddim", "ddim_uniform", self.positive, self.negative,
-                self.latent(batch), 1.0, **kw)
+            out, record = self.patch.ksample(self.model, p.seed, steps, p.cfg, "ddim", "ddim_uniform", self.positive,
+                                             self.negative, self.latent(batch), 1.0, self.settings(overrides), **extra)
         return out["samples"], record
 
     def run(self, mode, batch, steps):
         return self.plain(batch, steps) if MODES[mode] is None else self.ae(batch, steps, MODES[mode])
 
-    def eval_ms(self, batch, warmup=2, repeats=5) -> dict:
-        """Median time of one A&E gradient evaluation (truncated forward + loss + backward), eager (`_Run._evaluate`)
-        and replayed from the run's CUDA graph where it has one, timed alone at the first A&E step of a real run,
-        which then stops."""
-        run_cls, graphed = self.ae_sampler._Run, self.ae_sampler.GraphedEvaluation
-        original, out = run_cls._gradient_pass, {}
-
-        class Measured(Exception):
-            pass
-
-        def median_ms(fn):
-            for _ in range(warmup):
-                fn()
-            times = []
-            for _ in range(repeats):
-                sync(self.plan.device)
-                t0 = time.perf_counter()
-                fn()
-                sync(self.plan.device)
-                times.append(time.perf_counter() - t0)
-            return 1000 * statistics.median(times)
-
-        def probe(run, z, scale, sigma):
-            out["eager"] = median_ms(lambda: run._evaluate(z, scale, sigma))
-            if isinstance(run.gradient_pass, graphed):
-                out["graph"] = median_ms(lambda: run.gradient_pass(z, scale, sigma))
-            raise Measured
-
-        run_cls._gradient_pass = probe
+    def eval_ms(self, batch) -> dict:
+        """Median time of one gradient pass (truncated forward + loss + backward), eager and replayed from the
+        run's CUDA graph where it has one, timed alone at the first A&E step of a real run, which then stops."""
+        timer = pass_timer(self.plan.device)
         try:
-            self.ae(batch, self.plan.steps, MODES["ae_noref"])
+            self.ae(batch, self.plan.steps, MODES["ae_noref"], timer)
         except Measured:
             pass
-        finally:
-            run_cls._gradient_pass = original
-        return out
+        return timer.ms
 
 
-def comfy_phase(bench: Bench, arch, pack, modes, twin=None):
+def comfy_phase(bench: Bench, arch: Arch, modes, twin=None):
     """Build the arch's ComfyUI model (from the diffusers twin's weights if given), run its cases, free it."""
-    from . import models
     plan = bench.plan
-    model = models.comfy_model(arch, plan.device, plan.dtype, plan.seed, diffusers_unet=twin)
     if twin is not None:
+        model = diffusers_twin.comfy_twin(twin, arch.kind, device=plan.device)
         twin.to("cpu")  # back on the GPU only for its own cases
+    else:
+        model = models.make_model(arch.kind, seed=plan.seed, dtype=plan.dtype, device=plan.device)
     try:
-        comfy_cases(bench, ComfyRunner(plan, arch, model, pack), modes)
+        comfy_cases(bench, ComfyRunner(plan, arch, model), modes)
     finally:
         del model
         free(plan.device)
 
 
-def comfy_cases(bench: Bench, runner: ComfyRunner, modes):
+def comfy_cases(bench: Bench, runner: "ComfyRunner", modes):
     plan, arch = bench.plan, runner.arch.name
     for batch in plan.batches:
         key = f"{arch}_b{batch}"
@@ -253,22 +278,21 @@ def comfy_cases(bench: Bench, runner: ComfyRunner, modes):
 # ---------------------------------------------------------------- diffusers
 
 
-def diffusers_cases(bench: Bench, arch, unet):
+def diffusers_cases(bench: Bench, arch: Arch, unet):
     """diffusers' StableDiffusionPipeline and A&E pipeline on the SD1.5 twin, with our A&E settings for the
     run's step count (at 50 steps: the pipeline's defaults)."""
-    from aande_pack.aande_core.config import AEConfig
-
-    from . import models
-    plan, config = bench.plan, AEConfig()
+    from aande_pack.aande_core.config import AESettings
+    plan, config = bench.plan, AESettings()
     unet.to(plan.device)
-    plain_pipe, ae_pipe = models.diffusers_pipelines(unet)
+    plain_pipe, ae_pipe = diffusers_twin.pipelines(unet)
     counter = PassCounter(unet.conv_in, unet.conv_out)
     gen = torch.Generator().manual_seed(plan.seed)
-    positive = models.conditioning(arch, 1)[0][0].to(plan.device, plan.dtype)
-    negative = models.conditioning(arch, 2)[0][0].to(plan.device, plan.dtype)
-    side, maps = arch.latent * 8, -(-arch.latent // 4)  # A&E reads latent/4 maps (16x16 at 512x512)
+    latent = arch.latent
+    positive = models.make_conditioning(arch.kind, 1)[0][0].to(plan.device, plan.dtype)
+    negative = models.make_conditioning(arch.kind, 2)[0][0].to(plan.device, plan.dtype)
+    side, maps = latent * 8, -(-latent // 4)  # A&E reads latent/4 maps (16x16 at 512x512)
     for batch in plan.batches:
-        latents = torch.randn(batch, 4, arch.latent, arch.latent, generator=gen).to(plan.device, plan.dtype)
+        latents = torch.randn(batch, 4, latent, latent, generator=gen).to(plan.device, plan.dtype)
         common = dict(prompt_embeds=positive.repeat(batch, 1, 1), negative_prompt_embeds=negative.repeat(batch, 1, 1),
                       latents=latents, guidance_scale=plan.cfg, height=side, width=side, output_type="latent")
 
@@ -351,7 +375,7 @@ def parse_args(argv=None):
                    "seconds (default 480 for the full run on CUDA, else none)")
     p.add_argument("--cases", default="sd15,sdxl,diffusers", help="any of sd15, sdxl, diffusers (comma-separated)")
     p.add_argument("--comfyui", help="ComfyUI folder (default: .device/comfyui, else .dev/comfyui-0.3.75)")
-    p.add_argument("--out", default=str(host.ROOT / "bench" / "out" / "ae_bench.json"))
+    p.add_argument("--out", default=str(ROOT / "bench" / "out" / "ae_bench.json"))
     return p.parse_args(argv)
 
 
@@ -376,9 +400,8 @@ def main(argv=None):
         torch.set_num_threads(1)  # a correctness run; on a busy shared host more threads stall each other
     comfy_dir = host.find_comfyui(args.comfyui)
     diffusers, diffusers_missing = host.import_diffusers()
+    host.import_pack()
     host.import_comfy(comfy_dir, cpu=args.device == "cpu")
-    pack = host.import_pack()
-    from . import models
     import comfy.model_management
     import comfy.utils
     comfy.utils.PROGRESS_BAR_ENABLED = False
@@ -397,19 +420,20 @@ def main(argv=None):
             "warmup_steps": plan.warmup_steps, "diffusers": getattr(diffusers, "__version__", None),
             "diffusers_missing": diffusers_missing, "argv": sys.argv[1:]}
     bench = Bench(plan, Path(args.out), meta)
-    arch = models.archs(args.quick)
+    arch = archs(args.quick)
 
     peer = None
     if "diffusers" in plan.cases and diffusers is None:
         bench.skip("diffusers peer", f"diffusers does not import: {diffusers_missing}")
     elif "diffusers" in plan.cases:
-        peer = bench.guarded("diffusers SD1.5 UNet", models.diffusers_unet, arch["sd15"], device, plan.dtype, plan.seed)
+        peer = bench.guarded("diffusers SD1.5 UNet", diffusers_twin.diffusers_unet, arch["sd15"].kind, plan.seed,
+                             None, device, plan.dtype)
         if peer is not None and "sd15" not in plan.cases:
             peer.to("cpu")  # back on the GPU only for its own cases
     if "sd15" in plan.cases:
-        bench.guarded("sd15", comfy_phase, bench, arch["sd15"], pack, MODES, peer)
+        bench.guarded("sd15", comfy_phase, bench, arch["sd15"], MODES, peer)
     if "sdxl" in plan.cases:
-        bench.guarded("sdxl", comfy_phase, bench, arch["sdxl"], pack, ("plain", "ae_default", "ae_noref"))
+        bench.guarded("sdxl", comfy_phase, bench, arch["sdxl"], ("plain", "ae_default", "ae_noref"))
     if peer is not None:
         bench.guarded("diffusers", diffusers_cases, bench, arch["sd15"], peer)
     bench.save()

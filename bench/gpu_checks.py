@@ -1,7 +1,9 @@
-"""CUDA correctness checks of the A&E KSampler (issues 3 and 7): an SD1.5-size random-weight UNet at 512x512 in
-fp16 and bf16 gives finite output; fp16 agrees with fp32 on the first A&E losses; the gradient pass replayed
-from a CUDA graph gives the eager pass's result and frees its memory after the run; a non-finite gradient skips
-that sample's update with a warning instead of poisoning the latent. Prints a table; exits 1 if a check fails.
+"""CUDA correctness checks of the A&E KSampler: an SD1.5-size random-weight UNet at 512x512 in fp16 and bf16 gives
+finite output; fp16 agrees with fp32 on the first A&E losses; the gradient pass replayed from a CUDA graph gives
+the eager pass's result and frees its memory after the run; a non-finite gradient skips that sample's update with
+a warning; and, in fp32 at SD1.5's 64x64 latent (maps at latent/4, 16x16), the A&E KSampler matches diffusers'
+A&E pipeline on twin weights, with max_iter_to_alter 25 (the paper) and 15 (refinement at step 20 beyond it).
+Prints a table; exits 1 if a check fails.
 
 python3 -m bench.gpu_checks [--comfyui PATH] [--quick]
 """
@@ -10,12 +12,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import time
 
 import torch
+from harness import diffusers_twin, host, models, parity
 
-from . import host
+from . import ae_bench
+
+PARITY_TOL = 1e-4  # relative L2 of the latents, absolute on the losses
 
 
 def main():
@@ -23,43 +27,38 @@ def main():
     parser.add_argument("--comfyui", default=None)
     parser.add_argument("--quick", action="store_true", help="tiny models on the CPU: checks the script itself")
     args = parser.parse_args()
+    diffusers, missing = host.import_diffusers()
+    host.import_pack()
     host.import_comfy(host.find_comfyui(args.comfyui), cpu=args.quick)
-    ae_options, ae_sampler, ksampler_node = host.import_pack()
     import comfy.model_management
     import comfy.utils
-    from aande_pack.nodes import graphed_pass
 
-    sys.path.insert(0, str(host.ROOT / "tests"))
+    from aande_pack.nodes.engine import graphed_pass
     from harness.faults import nan_in_first_gradient
-
-    from . import models
     comfy.utils.PROGRESS_BAR_ENABLED = False
     device = comfy.model_management.get_torch_device()
-    arch = models.archs(args.quick)["sd15"]
-    pos, neg = models.conditioning(arch, 1), models.conditioning(arch, 2)
+    arch = ae_bench.archs(args.quick)["sd15"]
+    plan = ae_bench.Plan(device=device, dtype=torch.float16, steps=20, batches=(2,), repeats=1, warmup_steps=0,
+                         budget_s=1e9, cases=set())
     rows, ok = [], True
 
     def run(model, steps=20, batch=2, **overrides):
-        kw = {name: spec[1]["default"] for name, spec in ae_options.ae_inputs().items()}
-        kw.update(token_indices="2,5", **overrides)
-        latent = {"samples": torch.zeros(batch, 4, arch.latent, arch.latent)}
+        runner = ae_bench.ComfyRunner(plan, arch, model)
         t0 = time.perf_counter()
-        with torch.inference_mode():
-            out, record = ksampler_node.AEKSampler().sample(model, 0, steps, 7.5, "ddim", "ddim_uniform", pos, neg,
-                                                            latent, 1.0, **kw)
-        return out["samples"], record, time.perf_counter() - t0
+        out, record = runner.ae(batch, steps, overrides)
+        return out, record, time.perf_counter() - t0
 
     def check(name, passed, detail):
         nonlocal ok
         ok &= bool(passed)
         rows.append((name, "PASS" if passed else "FAIL", detail))
 
-    fp16 = models.comfy_model(arch, device, torch.float16, seed=0)
+    fp16 = models.make_model(arch.kind, seed=0, dtype=torch.float16, device=device)
     out, record, secs = run(fp16)
     losses = torch.stack([s.loss for s in record.steps])
     check("fp16 512x512 batch 2, 20 steps", torch.isfinite(out).all() and torch.isfinite(losses).all(),
           f"{secs:.1f} s, loss {losses[0].tolist()} -> {losses[-1].tolist()}, "
-          f"refinement iterations {sum(len(r) for s in record.steps for r in s.refinement_losses)}")
+          f"refinement iterations {sum(sum(s.refinement_iterations) for s in record.steps)}")
 
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -75,7 +74,7 @@ def main():
 
         def diffs(a, rec_a, b, rec_b):
             """(latent relative L2 difference, largest per-step loss difference, same refinement iterations)"""
-            iterations = [[[len(r) for r in s.refinement_losses] for s in rec.steps] for rec in (rec_a, rec_b)]
+            iterations = [[s.refinement_iterations for s in rec.steps] for rec in (rec_a, rec_b)]
             return (float((a - b).norm() / b.norm()),
                     max(float((x.loss - y.loss).abs().max()) for x, y in zip(rec_a.steps, rec_b.steps)),
                     iterations[0] == iterations[1])
@@ -94,17 +93,17 @@ def main():
         check("the graph's memory is freed after the run", after - before < 2 ** 20,
               f"allocated before {before / 2 ** 20:.1f} MiB, after {after / 2 ** 20:.1f} MiB")
 
-    fp32 = models.comfy_model(arch, device, torch.float32, seed=0)
+    fp32 = models.make_model(arch.kind, seed=0, dtype=torch.float32, device=device)
     with torch.inference_mode():
         fp32.model.diffusion_model.load_state_dict(
             {k: v.float() for k, v in fp16.model.diffusion_model.state_dict().items()})
-    _, rec32, _ = run(fp32, steps=20, thresholds="")
-    _, rec16, _ = run(fp16, steps=20, thresholds="")
+    _, rec32, _ = run(fp32, thresholds="")
+    _, rec16, _ = run(fp16, thresholds="")
     diff = max(float((a.loss - b.loss).abs().max()) for a, b in zip(rec16.steps[:3], rec32.steps[:3]))
     check("fp16 vs fp32 losses, first 3 A&E steps", diff < 2e-2, f"max abs diff {diff:.2e}")
     del fp32
 
-    bf16 = models.comfy_model(arch, device, torch.bfloat16, seed=0)
+    bf16 = models.make_model(arch.kind, seed=0, dtype=torch.bfloat16, device=device)
     out, record, secs = run(bf16, thresholds="")
     check("bf16 512x512 batch 2, 20 steps", torch.isfinite(out).all(), f"{secs:.1f} s")
     del bf16
@@ -115,17 +114,46 @@ def main():
     logging.getLogger("attend_and_excite").addHandler(handler)
     try:
         with nan_in_first_gradient(sample=1):
-            out, record, _ = run(fp16, steps=20, thresholds="")
+            out, record, _ = run(fp16, thresholds="")
     finally:
         logging.getLogger("attend_and_excite").removeHandler(handler)
-    check("NaN gradient in sample 1 at step 0 is skipped", torch.isfinite(out).all() and any(
-        "non-finite gradient" in w for w in warnings), f"warnings: {warnings[:1]}")
+    check("NaN gradient in sample 1 at step 0 is skipped", torch.isfinite(out).all() and record.steps[0].skipped ==
+          (False, True) and any("non-finite gradient" in w for w in warnings), f"warnings: {warnings[:1]}")
+    del fp16
+
+    if diffusers is None:
+        check("parity with diffusers' A&E pipeline", False, f"diffusers does not import: {missing}")
+    else:
+        parity_checks(check, device, args.quick)
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (--quick)"
     print(f"\nGPU checks on {name}, torch {torch.__version__}\n\n| check | result | detail |\n| --- | --- | --- |")
     for row in rows:
         print("| " + " | ".join(row) + " |")
     raise SystemExit(0 if ok else 1)
+
+
+def parity_checks(check, device, quick: bool):
+    """fp32 parity with diffusers' A&E pipeline at SD1.5's latent size, for the tiny SD1 twin of the CPU test and
+    the SD1.5-size twin; TF32 off on both sides (it would round the matrix products to 10 bits)."""
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    latent = 16 if quick else 64
+    for kind, sharpen in (("sd1", 2.0), ("sd15-full" if not quick else "sd1", None)):
+        unet = diffusers_twin.diffusers_unet(kind, seed=0, sharpen=sharpen, device=device)
+        model = diffusers_twin.comfy_twin(unet, kind, device=device)
+        for max_iter in (25, 15):
+            t0 = time.perf_counter()
+            found = parity.compare(unet, model, *parity.inputs(latent, device=device), "latent/4", latent // 4,
+                                   max_iter)
+            passed = not found["problems"] and max(found["loss_diff"], found["end_rel"], found["step_rel"]) < PARITY_TOL
+            check(f"parity with diffusers, {kind} twin, {latent}x{latent} latent, maps latent/4, fp32, "
+                  f"max_iter_to_alter {max_iter}", passed,
+                  f"max loss diff {found['loss_diff']:.1e}, z after step {max_iter - 1} rel. {found['end_rel']:.1e}, "
+                  f"starting latents max rel. {found['step_rel']:.1e}, step-0 refinement {found['step0_iterations']}, "
+                  f"beyond max_iter {found['beyond_iterations']}, {time.perf_counter() - t0:.0f} s"
+                  + (f"; problems: {found['problems']}" if found["problems"] else ""))
+        del unet, model
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
 
 if __name__ == "__main__":

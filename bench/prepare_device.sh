@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Prepares, on the dev host, what the GPU machine lacks for bench/ae_bench.py (it has no network and no ComfyUI):
-#   .device/comfyui  the Python files of ComfyUI's library part (comfy/ and the three top-level modules it imports),
-#                    without the tokenizer vocabularies and everything the server needs
+# Prepares, on the dev host, what the GPU machine lacks for the benchmark and the GPU checks (it has no network and
+# no ComfyUI):
+#   .device/comfyui  the Python files of ComfyUI's library part: comfy/, nodes.py (the A&E KSampler samples through
+#                    its common_ksampler) with the comfy_api/ and comfy_execution/ packages it imports, and the
+#                    top-level modules they import; no tokenizer vocabularies, nothing of the server
 #   .whl/            wheels of the packages missing there: diffusers (the peer), torchsde and trampoline (comfy)
+# PyAV, which comfy_api imports, is missing there too: the harness's stand-in (tests/dev/stubs_av) covers it.
 # Both folders are git-ignored; the device command carries them. Idempotent.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,8 +25,8 @@ done
 [ -f "$src/comfy/samplers.py" ] || { echo "no ComfyUI at $src (run tests/dev/setup.sh or set AANDE_COMFYUI)" >&2; exit 1; }
 rm -rf .device/comfyui
 mkdir -p .device/comfyui
-(cd "$src" && find comfy -name '*.py' -not -path '*/__pycache__/*'
- ls folder_paths.py latent_preview.py node_helpers.py comfyui_version.py) \
+(cd "$src" && find comfy comfy_api comfy_execution -name '*.py' -not -path '*/__pycache__/*'
+ ls folder_paths.py latent_preview.py node_helpers.py comfyui_version.py nodes.py protocol.py) \
   | (cd "$src" && xargs cp --parents -t "$root/.device/comfyui")
 
 mkdir -p .whl

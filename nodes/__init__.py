@@ -1,10 +1,18 @@
-"""ComfyUI adapters: the only package of the pack that imports ComfyUI."""
-from . import attention_preview, ksampler_node, sampler_node, select_tokens, token_route
+"""ComfyUI adapters: the only package of the pack that imports ComfyUI.
+
+declarations/  the nodes, one file each, and their shared inputs
+engine/        sampling with A&E: the sampler wrapper, the model patch, the run, the gradient pass
+prompt/        prompts as the UNet sees them (token indices) and the token picker's route
+preview/       drawing the attention preview
+compat.py      every version-sensitive ComfyUI touchpoint
+"""
+from .declarations import ae_ksampler, ae_sampler, attention_preview, select_tokens
+from .prompt import route
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
-for _module in (select_tokens, ksampler_node, sampler_node, attention_preview):
+for _module in (select_tokens, ae_ksampler, ae_sampler, attention_preview):
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)
 
-token_route.register()
+route.register()

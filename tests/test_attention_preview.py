@@ -1,4 +1,5 @@
 """Attention Map Preview: heatmap placement, grid layout, captions, step selection, errors, and the node."""
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -8,8 +9,8 @@ from PIL import Image
 
 from aande_pack.aande_core.heatmap import (STEP_GIVEN, STEP_LAST, STEP_MEAN, TOKENS_PROMPT, TOKENS_SUBJECTS,
                                            colormap, select_maps)
-from aande_pack.nodes.preview_render import BACKGROUND, render_preview
 from aande_pack.aande_core.record import AttentionRecord, StepRecord
+from aande_pack.nodes.preview.render import BACKGROUND, render_preview
 
 OUTPUT = Path(__file__).resolve().parent / "output"
 
@@ -20,18 +21,21 @@ def peak_map(h, w, peak, value=0.5, floor=0.01):
     return m
 
 
-def make_record(subject_maps, token_maps=None, optimized=True, refinement=None, total_steps=10):
+def make_record(subject_maps, token_maps=None, attend_and_excite=True, refinement=None, total_steps=10,
+                subject_labels=None):
     """subject_maps: list over steps of (B, S, h, w); loss per step = 1 - peak of the first subject."""
     steps = []
     for i, sm in enumerate(subject_maps):
         tm = sm if token_maps is None else token_maps[i]
         loss = 1.0 - sm[:, 0].flatten(1).amax(1)
+        refined = tuple(tuple(r) for r in (refinement or {}).get(i, [()] * sm.shape[0]))
         steps.append(StepRecord(step=i, sigma=10.0 - i, token_maps=tm, subject_maps=sm, loss=loss,
-                                refinement_losses=(refinement or {}).get(i, [])))
+                                refinement_losses=refined))
     S, T = subject_maps[0].shape[1], steps[0].token_maps.shape[1]
-    return AttentionRecord(subject_labels=[f"subj@{i + 1}" for i in range(S)], subject_positions=list(range(1, S + 1)),
-                           prompt_labels=[f"tok@{i + 1}" for i in range(T)], prompt_positions=list(range(1, T + 1)),
-                           optimized=optimized, steps=steps, total_steps=total_steps)
+    return AttentionRecord(subject_labels=tuple(subject_labels or (f"subj@{i + 1}" for i in range(S))),
+                           token_indices=tuple(range(1, S + 1)), prompt_labels=tuple(f"tok@{i + 1}" for i in range(T)),
+                           prompt_indices=tuple(range(1, T + 1)), attend_and_excite=attend_and_excite,
+                           total_steps=total_steps, steps=tuple(steps))
 
 
 # Independent inverse of the colormap: nearest colour in a fine lookup table -> value.
@@ -137,7 +141,7 @@ def test_standard_and_ae_records_get_different_headers():
     sm = torch.rand(1, 1, 4, 4)
     ae, _ = render_preview(make_record([sm]), select_maps(make_record([sm]), STEP_LAST, 0, TOKENS_SUBJECTS),
                            None, 0.6, False)
-    std_rec = make_record([sm], optimized=False)
+    std_rec = make_record([sm], attend_and_excite=False)
     std, layout = render_preview(std_rec, select_maps(std_rec, STEP_LAST, 0, TOKENS_SUBJECTS), None, 0.6, False)
     assert ae.shape == std.shape
     assert not np.array_equal(ae[:layout.header_h], std[:layout.header_h])
@@ -164,7 +168,7 @@ def test_step_selection_last_mean_given():
     for i, m in enumerate(per_step):
         m[:, :, i % 3, 0] = 10.0 * (i + 1)
     rec = make_record(per_step)
-    rec.steps = rec.steps[2:] + rec.steps[:2]  # stored out of order: selection follows sampler steps
+    rec = replace(rec, steps=rec.steps[2:] + rec.steps[:2])  # stored out of order: selection follows sampler steps
     last = select_maps(rec, STEP_LAST, 0, TOKENS_SUBJECTS)
     assert torch.equal(last.maps, per_step[3]) and last.steps == [3]
     given = select_maps(rec, STEP_GIVEN, 1, TOKENS_SUBJECTS)
@@ -175,8 +179,7 @@ def test_step_selection_last_mean_given():
 
 
 def test_empty_record_says_what_to_connect():
-    rec = make_record([torch.rand(1, 1, 4, 4)])
-    rec.clear()
+    rec = replace(make_record([torch.rand(1, 1, 4, 4)]), steps=())
     with pytest.raises(ValueError, match="no steps.*'image' input to the VAE Decode"):
         select_maps(rec, STEP_LAST, 0, TOKENS_SUBJECTS)
 
@@ -208,8 +211,8 @@ def test_sample_png_two_tokens_on_gradient():
     blob = lambda cy, cx: torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 4.0)
     maps = [torch.stack([blob(2, 3) * (0.3 + 0.1 * s), blob(5, 9) * (0.5 - 0.05 * s)])[None].repeat(2, 1, 1, 1)
             for s in range(6)]
-    rec = make_record(maps, refinement={0: [[0.75, 0.7], [0.6]], 2: [[0.65, 0.62, 0.6], [0.58]]}, total_steps=20)
-    rec.subject_labels = ["cat@2", "dog@5"]
+    rec = make_record(maps, refinement={0: [[0.75, 0.7], [0.6]], 2: [[0.65, 0.62, 0.6], [0.58]]}, total_steps=20,
+                      subject_labels=("cat@2", "dog@5"))
     H, W = 256, 384
     gy, gx = np.meshgrid(np.linspace(0, 1, H), np.linspace(0, 1, W), indexing="ij")
     image = np.stack([gx, gy, 1 - gx], -1)[None].repeat(2, 0).astype(np.float32)
@@ -225,7 +228,7 @@ def test_sample_png_two_tokens_on_gradient():
 def node_module():
     from harness.host import import_comfy
     import_comfy()
-    import aande_pack.nodes.attention_preview as mod
+    import aande_pack.nodes.declarations.attention_preview as mod
     return mod
 
 
@@ -261,7 +264,30 @@ def test_node_declaration(node_module):
 
 
 def test_node_error_on_empty_record(node_module):
-    rec = make_record([torch.rand(1, 1, 4, 4)])
-    rec.clear()
+    rec = replace(make_record([torch.rand(1, 1, 4, 4)]), steps=())
     with pytest.raises(ValueError, match="VAE Decode"):
         node_module.AEAttentionMapPreview().preview(rec, STEP_LAST, 0, TOKENS_SUBJECTS, 0.6, False)
+
+
+def test_node_reads_the_record_a_sampler_run_published(node_module):
+    """The AE_ATTENTION of 'A&E Sampler' / 'Apply Attend-and-Excite' is a slot: empty until a sampler runs, then
+    the run's record; two sampler nodes of one prompt publishing into it is an error that names them, and a newer
+    prompt replaces the older one's records."""
+    from comfy_execution.utils import CurrentNodeContext
+    from aande_pack.nodes.engine.record_slot import RecordSlot
+    slot, node = RecordSlot(), node_module.AEAttentionMapPreview()
+    with pytest.raises(ValueError, match="nothing has been sampled"):
+        node.preview(slot, STEP_LAST, 0, TOKENS_SUBJECTS, 0.6, False)
+    first, second = make_record([torch.rand(1, 1, 4, 4)]), make_record([torch.rand(1, 1, 4, 4)], total_steps=7)
+    with CurrentNodeContext("prompt-1", "5"):
+        slot.publish(first)
+    assert slot.record() is first
+    with CurrentNodeContext("prompt-1", "9"):
+        slot.publish(second)
+    with pytest.raises(ValueError, match="sampler nodes 5, 9 all ran with this attention output"):
+        node.preview(slot, STEP_LAST, 0, TOKENS_SUBJECTS, 0.6, False)
+    with CurrentNodeContext("prompt-2", "9"):
+        slot.publish(second)
+    assert slot.record() is second
+    grid = node.preview(slot, STEP_LAST, 0, TOKENS_SUBJECTS, 0.6, False)["result"][0]
+    assert grid.shape[0] == 1

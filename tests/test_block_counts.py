@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from harness.ae_run import run_node
-from harness.tiny_models import tiny_conditioning, tiny_model
+from harness.models import make_conditioning, make_model
 
 STEPS = 10      # divides 1000, so ddim_uniform gives exactly 10 sampler steps
 SIDE = 16       # latent side: the loss reads the factor-4 layers, 4x4 maps
@@ -61,12 +61,15 @@ def block_of(module_name):
 
 @pytest.fixture(scope="module")
 def sd1():
-    return tiny_model("sd1", seed=0, sharpen=6.5)
+    return make_model("sd1", seed=0, sharpen=6.5)
 
 
 CASES = [pytest.param((1, dict(thresholds="")), id="b1-no-refinement"),
          pytest.param((1, dict(max_refinement_steps=4)), id="b1-refinement"),
-         pytest.param((4, dict(max_refinement_steps=4)), id="b4-refinement")]
+         pytest.param((4, dict(max_refinement_steps=4)), id="b4-refinement"),
+         # 10 steps: the regular update at steps 0..2, refinement at 0, 2 and 4 (step 4 without the update)
+         pytest.param((1, dict(max_iter_to_alter=15, max_refinement_steps=4, thresholds="0:0.05, 10:0.5, 20:1.0")),
+                      id="b1-refinement-beyond-max-iter")]
 
 
 @pytest.fixture(scope="module", params=CASES)
@@ -75,7 +78,7 @@ def traced(request, sd1):
     batch, ae = request.param
     trace = BlockTrace(sd1.model.diffusion_model)
     try:
-        out, record = run_node(sd1, tiny_conditioning("sd1", 1), tiny_conditioning("sd1", 2),
+        out, record = run_node(sd1, make_conditioning("sd1", 1), make_conditioning("sd1", 2),
                                {"samples": torch.zeros(batch, 4, SIDE, SIDE)}, steps=STEPS, sampler_name="ddim",
                                scheduler="ddim_uniform", token_indices="2,5", **ae)
     finally:
@@ -92,11 +95,14 @@ def by_step(calls):
 
 def expected_gradient_forwards(record, step):
     """One forward for the step's loss, plus one per refinement iteration (the batch refines together while any
-    sample is still above its target, so the iterations are the longest per-sample list)."""
-    if step >= len(record.steps):
+    sample is still above its target, so the iterations are the longest per-sample list), less one at a
+    refinement step without the regular update (the last refinement update is not followed by a forward)."""
+    recorded = {s.step: s for s in record.steps}
+    if step not in recorded:
         return 0
-    assert record.steps[step].step == step
-    return 1 + max(len(losses) for losses in record.steps[step].refinement_losses)
+    iterations = max(recorded[step].refinement_iterations)
+    regular = recorded[step].final_loss is not None
+    return 1 + iterations - (0 if regular or not iterations else 1)
 
 
 def test_gradient_forwards_stop_after_the_last_read_layer(sd1, traced):
@@ -120,6 +126,9 @@ def test_every_forward_is_used_and_a_batch_shares_it(traced):
     steps = by_step(trace.calls)
     assert len(steps) == STEPS
     assert 0 < len(record.steps) < STEPS  # A&E steps, and plain steps after them
+    if "max_iter_to_alter" in ae:
+        assert [s.step for s in record.steps] == [0, 1, 2, 4] and record.steps[-1].final_loss is None
+        assert max(record.steps[-1].refinement_iterations) == 4  # threshold 1.0: it runs to the limit
     if ae.get("thresholds") == "":
         assert all(not losses for s in record.steps for losses in s.refinement_losses)
     else:

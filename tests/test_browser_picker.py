@@ -137,7 +137,7 @@ def queued_prompt_carries_the_picked_subjects_and_runs(page, comfy_server):
     queued = comfy_server.get(f"/history/{prompt_id}")[prompt_id]["prompt"][2]
     assert [n["inputs"]["subjects"] for n in queued.values() if n["class_type"] == "AESelectSubjectTokens"] == ["5"]
     shown = "".join(text for out in outputs.values() for text in out.get("text", []))
-    assert "positions=(5,)" in shown and "tokens=('cat',)" in shown and "family='sd1'" in shown
+    assert "token_indices=(5,)" in shown and "tokens=('cat',)" in shown and "family='sd1'" in shown
     page.screenshot(path=str(SHOTS / "picker-queued.png"))
 
 

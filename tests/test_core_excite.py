@@ -3,8 +3,9 @@ StableDiffusionAttendAndExcitePipeline: __call__ and _perform_iterative_refineme
 import pytest
 import torch
 
+from aande_pack.aande_core.config import StepPlan
 from aande_pack.aande_core.excite import excite_step
-from aande_pack.aande_core.objective import Evaluation
+from aande_pack.aande_core.objective import PassResult
 
 
 def toy_loss(z):
@@ -20,18 +21,23 @@ def toy_evaluate(counter):
             loss = toy_loss(z)
             (grad,) = torch.autograd.grad(loss.sum(), [z])
         empty = torch.zeros(z.shape[0], 1, 1, 1)
-        return Evaluation(loss.detach(), grad, empty, empty)
+        return PassResult(loss.detach(), grad, empty, empty)
     return evaluate
 
 
-def reference_step(latent, step_size, threshold, max_refinement_steps, counter):
-    """The reference's control flow for one sample, forwards counted (including the unused ones)."""
+def plan(threshold=None, step_size=2.0, update=True):
+    return StepPlan(0, update, threshold, step_size)
+
+
+def reference_step(latent, step_size, threshold, max_refinement_steps, counter, update=True):
+    """The reference's control flow for one sample, forwards counted (including the unused ones). update=False:
+    a threshold step at or beyond max_iter_to_alter (refinement, its closing forward, no regular update)."""
     def fwd(lat):
         counter.append(1)
         lat = lat.clone().detach().requires_grad_(True)
         return lat, toy_loss(lat)[0]
 
-    def update(lat, loss):
+    def update_latent(lat, loss):
         grad = torch.autograd.grad(loss, [lat], retain_graph=True)[0]
         return lat - step_size * grad
 
@@ -44,13 +50,13 @@ def reference_step(latent, step_size, threshold, max_refinement_steps, counter):
                 iteration += 1
                 latent, loss = fwd(latent)
                 if loss != 0:
-                    latent = update(latent, loss)
+                    latent = update_latent(latent, loss)
                 counter.extend([1, 1])  # the two unused forwards per iteration
                 if iteration >= max_refinement_steps:
                     break
             latent, loss = fwd(latent)
-        if loss != 0:
-            latent = update(latent, loss)
+        if update and loss != 0:
+            latent = update_latent(latent, loss)
     return latent.detach(), float(loss), losses
 
 
@@ -59,7 +65,7 @@ def test_matches_reference_loop_per_sample(threshold, max_ref):
     torch.manual_seed(0)
     z = torch.randn(3, 4, 2, 2) * 0.3
     ours_count = []
-    out = excite_step(z.clone(), toy_evaluate(ours_count), 2.0, threshold, max_ref)
+    out = excite_step(z.clone(), toy_evaluate(ours_count), plan(threshold), max_ref)
     ref_counts = 0
     for b in range(3):
         counter = []
@@ -69,18 +75,19 @@ def test_matches_reference_loop_per_sample(threshold, max_ref):
         assert out.first.loss[b].item() == pytest.approx(first[0], abs=1e-6)
         ref_counts = max(ref_counts, len(counter))
     # fewer forwards than the reference's slowest sample (which has 2 unused forwards per iteration)
-    assert len(ours_count) == out.evaluations
+    assert len(ours_count) == out.passes
     if out.refinement_losses[0] or out.refinement_losses[1] or out.refinement_losses[2]:
         k = max(len(r) for r in out.refinement_losses)
-        assert out.evaluations == k + 1
+        assert out.passes == k + 1
         assert ref_counts == 1 + 3 * k + 1
     else:
-        assert out.evaluations == 1
+        assert out.passes == 1
+    assert out.updated.tolist() == [True, True, True]
 
 
 def test_samples_refine_independently():
     z = torch.stack([torch.full((4, 2, 2), 2.0), torch.full((4, 2, 2), -1.0)])  # low and high loss
-    out = excite_step(z, toy_evaluate([]), 1.0, threshold=0.8, max_refinement_steps=20)
+    out = excite_step(z, toy_evaluate([]), plan(0.8, step_size=1.0), max_refinement_steps=20)
     assert out.refinement_losses[0] == []          # already below 1 - 0.8
     assert len(out.refinement_losses[1]) > 1
     assert out.refinement_losses[1][0] == pytest.approx(float(toy_loss(z[1:2])[0]))
@@ -90,10 +97,10 @@ def test_non_finite_gradient_skips_that_sample_only():
     def evaluate(z):
         grad = torch.ones_like(z)
         grad[1] = float("nan")
-        return Evaluation(torch.tensor([0.5, 0.5]), grad, torch.zeros(2, 1, 1, 1), torch.zeros(2, 1, 1, 1))
+        return PassResult(torch.tensor([0.5, 0.5]), grad, torch.zeros(2, 1, 1, 1), torch.zeros(2, 1, 1, 1))
     z = torch.zeros(2, 4, 2, 2)
-    out = excite_step(z, evaluate, 0.5)
-    assert out.skipped.tolist() == [False, True]
+    out = excite_step(z, evaluate, plan(step_size=0.5))
+    assert out.skipped.tolist() == [False, True] and out.updated.tolist() == [True, False]
     assert torch.equal(out.z[1], z[1])
     assert torch.allclose(out.z[0], torch.full_like(z[0], -0.5))
     assert torch.isfinite(out.z).all()
@@ -101,6 +108,23 @@ def test_non_finite_gradient_skips_that_sample_only():
 
 def test_zero_loss_means_no_update():
     def evaluate(z):
-        return Evaluation(torch.zeros(1), torch.ones_like(z), torch.zeros(1, 1, 1, 1), torch.zeros(1, 1, 1, 1))
+        return PassResult(torch.zeros(1), torch.ones_like(z), torch.zeros(1, 1, 1, 1), torch.zeros(1, 1, 1, 1))
     z = torch.randn(1, 4, 2, 2)
-    assert torch.equal(excite_step(z, evaluate, 3.0, threshold=0.5).z, z)
+    out = excite_step(z, evaluate, plan(0.5, step_size=3.0))
+    assert torch.equal(out.z, z) and out.updated.tolist() == [False] and out.skipped.tolist() == [False]
+
+
+@pytest.mark.parametrize("max_ref", [20, 3])
+def test_refinement_step_beyond_max_iter_to_alter_matches_reference(max_ref):
+    """A threshold step past max_iter_to_alter: the reference refines (k iterations, k updates) and skips the
+    regular update; ours matches its latent and runs k passes (the reference's closing forward is unused)."""
+    torch.manual_seed(1)
+    z = torch.randn(2, 4, 2, 2) * 0.3
+    count = []
+    out = excite_step(z.clone(), toy_evaluate(count), plan(0.8, update=False), max_ref)
+    for b in range(2):
+        lat, _, _ = reference_step(z[b:b + 1].clone(), 2.0, 0.8, max_ref, [], update=False)
+        torch.testing.assert_close(out.z[b:b + 1], lat, rtol=1e-6, atol=1e-6)
+    k = max(len(r) for r in out.refinement_losses)
+    assert k > 0 and out.passes == len(count) == k
+    assert out.final_loss is None and out.updated.tolist() == [False, False]

@@ -7,7 +7,7 @@ import scipy.ndimage
 import torch
 
 from aande_pack.aande_core.attention import AttentionAccumulator, softmax_columns, token_probabilities
-from aande_pack.aande_core.config import AEConfig, parse_thresholds
+from aande_pack.aande_core.config import AESettings, parse_thresholds
 from aande_pack.aande_core.objective import Objective
 from aande_pack.aande_core.smoothing import gaussian_kernel, smooth
 
@@ -80,17 +80,32 @@ def test_loss_is_max_over_subjects_of_one_minus_peak():
 
 
 def test_objective_gradient_flows_only_through_weakest_subject():
-    z = torch.randn(1, 4, 2, 2, requires_grad=True)
-    logits = torch.zeros(1, 2, 2, 77)
-    logits = logits + z.sum(1, keepdim=True).permute(0, 2, 3, 1)[..., :1] * torch.eye(77)[3] * 0.01
-    obj = Objective(AEConfig(smooth_attentions=False), subject_positions=(2, 3), context_len=77)
-    ev = obj.evaluate(logits, z)
-    assert ev.grad is not None and ev.grad.shape == z.shape
-    assert ev.subject_maps.shape == (1, 2, 2, 2) and ev.token_maps.shape == (1, 2, 2, 2)
+    """loss = max_s(1 - m_s): only the weakest subject's peak pixel moves the loss. Its gradient w.r.t. the
+    attention is non-zero at that pixel alone (all of the pixel's text columns, through the softmax), and
+    changing the stronger subject's column anywhere leaves the loss as it is."""
+    gen = torch.Generator().manual_seed(0)
+    attention = torch.rand(1, 4, 4, 77, generator=gen) * 0.01
+    attention[0, 1, 2, 3] += 0.05     # subject at index 3: peak at pixel (1, 2), the weaker subject
+    attention[0, 3, 0, 5] += 0.08     # subject at index 5: stronger peak at pixel (3, 0)
+    attention.requires_grad_(True)
+    obj = Objective(subject_indices=(3, 5), context_len=77, smoothing=None)
+    result = obj.loss(attention, attention)
+    probs = torch.softmax(attention.detach()[..., 1:76] * 100, dim=-1)
+    peaks = probs[..., [2, 4]].amax(dim=(1, 2))[0]  # columns of indices 3 and 5 among 1..75
+    assert peaks[0] < peaks[1]
+    torch.testing.assert_close(result.loss, 1 - peaks[:1])
+    grad = result.grad[0]
+    touched = (grad.abs().sum(-1) > 0).nonzero().tolist()
+    assert touched == [[1, 2]]
+    assert grad[1, 2, 3] < 0 and grad[1, 2, [0, 76]].abs().sum() == 0  # start and last index are not softmaxed
+    nudged = attention.detach().clone()
+    nudged[0, 0, 1, 5] += 0.02  # the stronger subject elsewhere
+    torch.testing.assert_close(obj.loss(nudged).loss, result.loss)
+    assert result.subject_maps.shape == (1, 2, 4, 4) and result.token_maps.shape == (1, 2, 4, 4)
 
 
 def test_step_size_matches_numpy_linspace():
-    cfg = AEConfig()
+    cfg = AESettings()
     expected = 20 * np.sqrt(np.linspace(1.0, 0.5, 50))
     np.testing.assert_allclose([cfg.step_size(i, 50) for i in range(50)], expected, rtol=1e-12)
 
@@ -103,7 +118,7 @@ def test_step_size_matches_numpy_linspace():
     (4, 2, {0: 0.5, 1: 0.8}),   # 0 and 10 both land on step 0: the later threshold wins
 ])
 def test_paper_steps_map_to_other_step_counts(steps, alter, refine):
-    cfg = AEConfig()
+    cfg = AESettings()
     assert cfg.alter_steps(steps) == alter
     assert cfg.refinement_thresholds(steps) == refine
 
@@ -116,4 +131,30 @@ def test_parse_thresholds():
     with pytest.raises(ValueError, match="twice"):
         parse_thresholds("0:0.1, 0:0.2")
     with pytest.raises(ValueError, match="threshold"):
-        AEConfig(thresholds=((0, 1.5),))
+        AESettings(thresholds=((0, 1.5),))
+
+
+def test_plan_refines_at_threshold_steps_beyond_max_iter_to_alter():
+    """The reference refines at every threshold step; past max_iter_to_alter only the regular update is left out."""
+    settings = AESettings(max_iter_to_alter=15)
+    plan = settings.plan(50)
+    assert sorted(plan) == list(range(15)) + [20]
+    assert [plan[i].threshold for i in (0, 10, 20)] == [0.05, 0.5, 0.8]
+    assert plan[20].update is False and all(plan[i].update for i in range(15))
+    assert plan[14].threshold is None
+    assert [plan[i].step_size for i in plan] == [settings.step_size(i, 50) for i in plan]
+    assert sorted(AESettings().plan(50)) == list(range(25))  # the paper: every threshold step is altered anyway
+    assert AESettings(max_iter_to_alter=0, thresholds=()).plan(50) == {}
+
+
+def test_auto_settings_are_resolved_for_the_model():
+    assert AESettings().resolved(1024).normalize_eot == "on"   # SD2's OpenCLIP-H context
+    assert AESettings().resolved(768).normalize_eot == "off"
+    assert AESettings().resolved(2048).normalize_eot == "off"  # SDXL
+    assert AESettings(normalize_eot="on").resolved(768).normalize_eot == "on"
+    assert AESettings().resolved(768).attention_res == "latent/4" and AESettings().attention_factor == 4
+    assert AESettings(attention_res="latent/2").resolved(768).attention_factor == 2
+    with pytest.raises(ValueError, match="normalize_eot must be one of auto, on, off"):
+        AESettings(normalize_eot="yes")
+    with pytest.raises(ValueError, match="attention_res must be one of"):
+        AESettings(attention_res="latent/3")

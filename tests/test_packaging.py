@@ -10,21 +10,41 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_pyproject_registry_fields():
+def test_pyproject_meets_the_comfy_registry_rules():
+    """The Registry's pyproject rules (docs.comfy.org/registry/specifications): a node id of fewer than 100
+    letters, digits, '-', '_' or '.', starting with a letter, no two specials in a row, without "ComfyUI"; a
+    three-number semantic version; a GitHub repository URL; a publisher id and a display name; a license file
+    that exists. ComfyUI's own reader of this file (comfy_config) must parse it to the same values."""
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
     project, comfy = meta["project"], meta["tool"]["comfy"]
-    assert project["name"] == "attend-and-excite"
-    assert project["version"] == "0.1.0"
-    assert project["description"]
-    assert project["requires-python"] == ">=3.10"
-    assert project["dependencies"] == []
-    assert project["urls"]["Repository"] == "https://github.com/aande-comfy/attend-and-excite"
-    assert project["license"] == {"file": "LICENSE"}
-    assert "GNU General Public License v3 (GPLv3)" in " ".join(project["classifiers"])
-    license_head = (ROOT / "LICENSE").read_text().split("\n", 2)[:2]
-    assert "GNU GENERAL PUBLIC LICENSE" in license_head[0] and "Version 3" in license_head[1]
-    assert comfy == {"PublisherId": "aande-comfy", "DisplayName": "Attend-and-Excite", "Icon": "",
-                     "includes": ["web", "example_workflows"]}
+    name = project["name"]
+    assert len(name) < 100 and re.fullmatch(r"[A-Za-z][A-Za-z0-9._-]*", name), name
+    assert not re.search(r"[._-]{2}", name) and "comfyui" not in name.lower(), name
+    assert re.fullmatch(r"\d+\.\d+\.\d+", project["version"]), project["version"]
+    assert project["description"].strip()
+    assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", project["urls"]["Repository"])
+    assert re.fullmatch(r"[a-z0-9][a-z0-9-]*", comfy["PublisherId"]) and comfy["DisplayName"].strip()
+    assert (ROOT / project["license"]["file"]).is_file()
+    assert project["dependencies"] == []  # everything comes from the ComfyUI install (torch, numpy, ...)
+
+    from harness.host import COMFY_DIR
+    sys.path.insert(0, str(COMFY_DIR))
+    try:
+        from comfy_config.config_parser import extract_node_configuration
+    finally:
+        sys.path.remove(str(COMFY_DIR))
+    parsed = extract_node_configuration(str(ROOT))
+    assert (parsed.project.name, parsed.project.version) == (name, project["version"])
+    assert parsed.project.urls.repository == project["urls"]["Repository"]
+    assert (parsed.tool_comfy.publisher_id, parsed.tool_comfy.display_name) == (comfy["PublisherId"], comfy["DisplayName"])
+    assert parsed.tool_comfy.includes == comfy["includes"]
+
+
+def test_license_is_gpl3_as_declared():
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    head = (ROOT / meta["project"]["license"]["file"]).read_text().split("\n", 2)[:2]
+    assert "GNU GENERAL PUBLIC LICENSE" in head[0] and "Version 3" in head[1]
+    assert "GNU General Public License v3 (GPLv3)" in " ".join(meta["project"]["classifiers"])
 
 
 def test_included_folders_exist_and_the_example_workflows_parse():

@@ -1,8 +1,9 @@
 """The whole A&E path in the real ComfyUI server: Select Subject Tokens -> A&E KSampler -> VAE Decode ->
 Attention Map Preview, on the small random-weight SD1.5 checkpoint."""
+import numpy as np
 from PIL import Image
 
-from aande_pack.nodes.ae_options import ae_inputs
+from aande_pack.nodes.declarations.inputs import ae_inputs
 
 CKPT = "aande-small-sd15.safetensors"
 
@@ -40,6 +41,28 @@ def test_select_tokens_ae_ksampler_decode_and_preview(comfy_server):
         assert width >= 3 * 96 and height >= 2 * 64
 
 
-def test_standard_sampling_records_too(comfy_server):
-    outputs = comfy_server.run_prompt(ae_prompt(attend_and_excite=False))
-    assert outputs["8"]["images"][0]["type"] == "output"
+def saved_pixels(server, entry):
+    with Image.open(server.base_dir / "output" / entry["subfolder"] / entry["filename"]) as image:
+        return np.asarray(image.convert("RGB")).astype(int)
+
+
+def test_standard_sampling_is_the_stock_ksamplers_and_its_preview_says_standard(comfy_server):
+    """attend_and_excite off: the image equals a stock KSampler's with the same seed and settings, while the
+    record still fills the preview, whose header (the mode) differs from the A&E run's."""
+    prompt = ae_prompt(attend_and_excite=False)
+    prompt["9"] = {"class_type": "KSampler", "inputs": {
+        k: v for k, v in prompt["5"]["inputs"].items() if k in ("model", "seed", "steps", "cfg", "sampler_name",
+                                                                "scheduler", "positive", "negative", "latent_image",
+                                                                "denoise")}}
+    prompt["10"] = {"class_type": "VAEDecode", "inputs": {"samples": ["9", 0], "vae": ["1", 2]}}
+    prompt["11"] = {"class_type": "SaveImage", "inputs": {"images": ["10", 0], "filename_prefix": "aande-stock"}}
+    prompt["12"] = {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "aande-off"}}
+    outputs = comfy_server.run_prompt(prompt)
+    standard, stock = (saved_pixels(comfy_server, outputs[k]["images"][0]) for k in ("12", "11"))
+    assert standard.shape == (64, 96, 3) and np.array_equal(standard, stock)
+    standard_preview = saved_pixels(comfy_server, outputs["8"]["images"][0])
+    ae_outputs = comfy_server.run_prompt(ae_prompt(attend_and_excite=True))
+    ae_preview = saved_pixels(comfy_server, ae_outputs["8"]["images"][0])
+    assert standard_preview.shape == ae_preview.shape
+    header = slice(0, 20)  # the header band holds the mode: "A&E" or "standard (A&E off, recorded only)"
+    assert not np.array_equal(standard_preview[header], ae_preview[header])

@@ -13,7 +13,8 @@ from comfy import sd1_clip, sdxl_clip  # noqa: E402
 from comfy.text_encoders import sd2_clip  # noqa: E402
 
 from aande_pack.aande_core.token_match import select_subjects  # noqa: E402
-from aande_pack.nodes.select_tokens import POSITION_ENCODER, detect_family, prompt_tokens  # noqa: E402
+from aande_pack.nodes.compat import INDEX_ENCODER, tokenizer_family  # noqa: E402
+from aande_pack.nodes.prompt.tokens import prompt_tokens  # noqa: E402
 
 VOCAB = COMFY_DIR / "comfy" / "sd1_tokenizer"
 HF = CLIPTokenizer(str(VOCAB / "vocab.json"), str(VOCAB / "merges.txt"))
@@ -29,8 +30,8 @@ def family_tok(request):
 def comfy_tokens(family, tok, text):
     """What the node sees: the family's tokenizer output -> (position, vocab string) list, context length."""
     tokens = tok.tokenize_with_weights(text, return_word_ids=True)
-    assert detect_family(tokens) == family
-    key = POSITION_ENCODER[family]
+    assert tokenizer_family(tokens) == family
+    key = INDEX_ENCODER[family]
     return prompt_tokens(getattr(tok, f"clip_{key}"), tokens[key], text)
 
 

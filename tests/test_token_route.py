@@ -11,8 +11,8 @@ from transformers import CLIPTokenizer
 from harness.host import COMFY_DIR, import_comfy
 
 import_comfy()
-from aande_pack.nodes import token_route  # noqa: E402
-from aande_pack.nodes.token_route import MAX_TEXT_CHARS, ROUTE, family_tokenizer, tokenize_request  # noqa: E402
+from aande_pack.nodes.prompt import route as token_route  # noqa: E402
+from aande_pack.nodes.prompt.route import MAX_TEXT_CHARS, ROUTE, family_tokenizer, tokenize_request  # noqa: E402
 
 VOCAB = COMFY_DIR / "comfy" / "sd1_tokenizer"
 HF = CLIPTokenizer(str(VOCAB / "vocab.json"), str(VOCAB / "merges.txt"))
@@ -71,16 +71,16 @@ def fake_comfy_server(monkeypatch):
 
 def test_register_is_a_no_op_without_a_server(monkeypatch):
     monkeypatch.delitem(sys.modules, "server", raising=False)
-    token_route.register()  # library use: nothing to register on, nothing raised
+    assert token_route.register() is False  # library use: nothing to register on, nothing raised
     server = types.ModuleType("server")
     server.PromptServer = type("PromptServer", (), {})  # imported, but no instance made yet
     monkeypatch.setitem(sys.modules, "server", server)
-    token_route.register()
+    assert token_route.register() is False
 
 
 def test_registered_route_answers_json_and_400s(monkeypatch):
     routes = fake_comfy_server(monkeypatch)
-    token_route.register()
+    assert token_route.register() is True
     assert [(r.method, r.path) for r in routes] == [("POST", ROUTE)]
 
     async def exchange():

@@ -1,11 +1,11 @@
-"""Run the A&E KSampler node on tiny models with the paper's defaults, overridable per test."""
+"""Run the A&E KSampler node on test models with the paper's defaults, overridable per test."""
 import torch
 
 from harness.host import import_comfy
 
 import_comfy()
-from aande_pack.nodes.ae_options import ae_inputs  # noqa: E402
-from aande_pack.nodes.ksampler_node import AEKSampler  # noqa: E402
+from aande_pack.nodes.declarations.ae_ksampler import AEKSampler  # noqa: E402
+from aande_pack.nodes.declarations.inputs import ae_inputs  # noqa: E402
 
 
 def ae_defaults(**overrides):

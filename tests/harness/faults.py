@@ -6,18 +6,18 @@ from aande_pack.aande_core import objective
 
 @contextmanager
 def nan_in_first_gradient(sample: int = 1):
-    """A NaN in `sample`'s gradient at the first gradient evaluation of the next run (Objective.evaluate patched)."""
-    original, calls = objective.Objective.evaluate, []
+    """A NaN in `sample`'s gradient at the first gradient pass of the next run (Objective.loss patched)."""
+    original, calls = objective.Objective.loss, []
 
     def poisoned(self, attention, z=None):
-        ev = original(self, attention, z)
+        result = original(self, attention, z)
         if z is not None and not calls:
-            ev.grad[sample] = float("nan")
+            result.grad[sample] = float("nan")
         calls.append(1)
-        return ev
+        return result
 
-    objective.Objective.evaluate = poisoned
+    objective.Objective.loss = poisoned
     try:
         yield
     finally:
-        objective.Objective.evaluate = original
+        objective.Objective.loss = original

@@ -15,7 +15,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from harness.host import COMFY_DIR, HOST_SITE, ROOT, STUBS
+from harness.host import COMFY_DIR, ROOT, STUBS, host_site
 
 PACK_NAME = "attend-and-excite"
 OUTPUT_DIR = ROOT / "tests" / "output"  # git-ignored: server logs, for debugging
@@ -67,7 +67,7 @@ class ComfyServer:
         self.port = _free_port()
         # named by port: test sessions running side by side must not share a log
         self.log_path = OUTPUT_DIR / f"{self.log_name}-{COMFY_DIR.name}-{self.port}.log"
-        path = [str(HOST_SITE)] if HOST_SITE.is_dir() else []
+        path = [str(host_site(COMFY_DIR))] if host_site(COMFY_DIR).is_dir() else []
         path += [str(STUBS)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
         env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(path))
         OUTPUT_DIR.mkdir(parents=True, exist_ok=True)

@@ -1,26 +1,25 @@
-"""The A&E inputs shared by "A&E KSampler" and "A&E Sampler", with the paper's defaults and tooltips."""
+"""The A&E inputs shared by the A&E nodes, with the paper's defaults and tooltips, and the settings they make."""
 from __future__ import annotations
 
-from ..aande_core.config import AEConfig, parse_thresholds
-from ..aande_core.selection import parse_indices
-from .ae_sampler import AESettings
-from .unet_layers import ATTENTION_RES
+from ...aande_core.config import ATTENTION_RES, NORMALIZE_EOT, AESettings, parse_thresholds
+from ...aande_core.selection import parse_indices
 
-_D = AEConfig()
+_D = AESettings()
 _THRESHOLDS = ", ".join(f"{s}:{t:g}" for s, t in _D.thresholds)
 
 
 def ae_inputs() -> dict:
     return {
         "token_indices": ("STRING", {"default": "", "tooltip":
-            "Subject token positions such as '2,5' (0 is the start token). Leave empty to use the selection "
-            "of 'Select Subject Tokens' (its CONDITIONING or the subject_tokens input)."}),
+            "Subject token indices such as '2,5' (0 is the start token). Leave empty to use the subjects of "
+            "'Select Subject Tokens', which its CONDITIONING carries; typed indices override them."}),
         "attend_and_excite": ("BOOLEAN", {"default": True, "label_on": "on", "label_off": "off (record only)",
             "tooltip": "Off: standard sampling that still records the subjects' attention, for a "
                        "standard-vs-A&E comparison with the same seed."}),
         "max_iter_to_alter": ("INT", {"default": _D.max_iter_to_alter, "min": 0, "max": 1000, "tooltip":
-            "A&E alters the first N steps, counted in steps of 50 (paper: 25) and scaled to the run's step "
-            "count, e.g. 10 of 20 steps."}),
+            "The regular A&E update runs at the first N steps, counted in steps of 50 (paper: 25) and scaled to "
+            "the run's step count, e.g. 10 of 20 steps. Refinement still runs at its threshold steps beyond N, "
+            "as in the reference."}),
         "scale_factor": ("FLOAT", {"default": _D.scale_factor, "min": 0.0, "max": 1000.0, "step": 0.5, "tooltip":
             "Gradient step size: step_i = scale_factor * sqrt(scale at step i) (paper: 20)."}),
         "scale_range_start": ("FLOAT", {"default": _D.scale_range[0], "min": 0.0, "max": 10.0, "step": 0.05,
@@ -41,23 +40,24 @@ def ae_inputs() -> dict:
         "attention_res": (list(ATTENTION_RES), {"default": "auto", "tooltip":
             "Resolution of the cross-attention maps the loss reads. auto = latent/4 (16x16 for 512x512 SD1.5, "
             "32x32 for 1024x1024 SDXL)."}),
-        "normalize_eot": (["auto", "on", "off"], {"default": "auto", "tooltip":
+        "normalize_eot": (list(NORMALIZE_EOT), {"default": "auto", "tooltip":
             "Softmax over the prompt's own tokens only (on), or over all 75 text positions incl. end/padding "
             "(off, the paper's SD1.4 setting). auto: on for SD2.x models, as the reference does."}),
     }
 
 
 def optional_inputs() -> dict:
-    return {"subject_tokens": ("AE_TOKENS", {"tooltip": "The selection from 'Select Subject Tokens'."})}
+    return {"subject_tokens": ("AE_TOKENS", {"tooltip":
+        "Deprecated: the CONDITIONING of 'Select Subject Tokens' carries the subjects. Kept so that workflows saved "
+        "with it still load; used only when the positive conditioning carries no selection."})}
 
 
 def settings_from(kw: dict) -> AESettings:
-    config = AEConfig(
+    """The node's A&E inputs (names as in ae_inputs()) as one settings object."""
+    return AESettings(
+        attend_and_excite=kw["attend_and_excite"], token_indices=parse_indices(kw["token_indices"]),
         max_iter_to_alter=kw["max_iter_to_alter"], scale_factor=kw["scale_factor"],
         scale_range=(kw["scale_range_start"], kw["scale_range_end"]),
         thresholds=parse_thresholds(kw["thresholds"]), max_refinement_steps=kw["max_refinement_steps"],
-        smooth_attentions=kw["smooth_attentions"], sigma=kw["sigma"], kernel_size=kw["kernel_size"])
-    text = kw["token_indices"].strip()
-    return AESettings(config=config, optimize=kw["attend_and_excite"], attention_res=kw["attention_res"],
-                      normalize_eot=kw["normalize_eot"], selection=kw.get("subject_tokens"),
-                      indices=parse_indices(text) if text else ())
+        smooth_attentions=kw["smooth_attentions"], sigma=kw["sigma"], kernel_size=kw["kernel_size"],
+        attention_res=kw["attention_res"], normalize_eot=kw["normalize_eot"])

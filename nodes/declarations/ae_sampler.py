@@ -1,8 +1,9 @@
 """Node "A&E Sampler": wraps any sampler for SamplerCustom / SamplerCustomAdvanced."""
 from __future__ import annotations
 
-from .ae_options import ae_inputs, optional_inputs, settings_from
-from .ae_sampler import AESampler
+from ..engine.record_slot import RecordSlot
+from ..engine.sampler import AESampler
+from .inputs import ae_inputs, optional_inputs, settings_from
 
 
 class AESamplerNode:
@@ -25,9 +26,9 @@ class AESamplerNode:
     CATEGORY = "sampling/attend_and_excite"
     DESCRIPTION = "Attend-and-Excite for SamplerCustom and SamplerCustomAdvanced, with any guider, sigmas and noise."
 
-    def wrap(self, sampler, **ae):
-        ae_sampler = AESampler(sampler, settings_from(ae))
-        return (ae_sampler, ae_sampler.record)
+    def wrap(self, sampler, subject_tokens=None, **ae):
+        slot = RecordSlot()
+        return (AESampler(sampler, settings_from(ae), slot.publish, legacy_selection=subject_tokens), slot)
 
 
 NODE_CLASS_MAPPINGS = {"AESampler": AESamplerNode}

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ..aande_core.heatmap import MapSelection, overlay, recorded_steps, tile_size
-from ..aande_core.record import AttentionRecord
+from ...aande_core.heatmap import MapSelection, overlay, recorded_steps, tile_size
+from ...aande_core.record import AttentionRecord
 
 GAP = 4                          # pixels between tiles and around the grid
 BACKGROUND = (24, 24, 28)        # grid background (RGB 0..255)
@@ -56,7 +56,7 @@ def render_preview(record: AttentionRecord, selection: MapSelection, image: np.n
     row_h = H + layout.caption_h + GAP
     grid = Image.new("RGB", (grid_w, layout.header_h + batch * row_h), BACKGROUND)
     draw = ImageDraw.Draw(grid)
-    mode = "A&E" if record.optimized else "standard (A&E off, recorded only)"
+    mode = "A&E" if record.attend_and_excite else "standard (A&E off, recorded only)"
     _text(draw, (GAP, GAP), f"{mode} | {selection.kind} | {selection.description}", font, grid_w - 2 * GAP)
     losses = _loss_series(record, batch) if show_loss_plot else None
     for b in range(batch):

@@ -6,10 +6,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-import folder_paths
-
-from ..aande_core.heatmap import STEP_GIVEN, STEP_LAST, STEP_MODES, TOKEN_MODES, select_maps
-from .preview_render import render_preview
+from ...aande_core.heatmap import STEP_GIVEN, STEP_LAST, STEP_MODES, TOKEN_MODES, select_maps
+from .. import compat
+from ..engine.record_slot import resolve
+from ..preview.render import render_preview
 
 
 class AEAttentionMapPreview:
@@ -50,13 +50,15 @@ class AEAttentionMapPreview:
 
     @classmethod
     def IS_CHANGED(cls, **kwargs):
-        # The sampler fills the record in place, so an unchanged input link can still carry new maps.
+        # A sampler run publishes a new record into the output of 'A&E Sampler' / 'Apply Attend-and-Excite'
+        # without that node running again, so an unchanged input link can still carry new maps.
         return float("nan")
 
     def preview(self, attention, step, step_index, tokens, opacity, show_loss_plot, image=None):
-        selection = select_maps(attention, step, step_index, tokens)
+        record = resolve(attention)
+        selection = select_maps(record, step, step_index, tokens)
         pixels = None if image is None else image.detach().float().cpu().numpy()
-        grid, _ = render_preview(attention, selection, pixels, opacity, show_loss_plot)
+        grid, _ = render_preview(record, selection, pixels, opacity, show_loss_plot)
         return {"ui": {"images": [_save_temp(grid)]},
                 "result": (torch.from_numpy(grid.astype(np.float32) / 255.0)[None],)}
 
@@ -64,9 +66,7 @@ class AEAttentionMapPreview:
 def _save_temp(grid: np.ndarray) -> dict:
     """Save like ComfyUI's PreviewImage: a PNG in the temp folder, shown by the frontend as type 'temp'."""
     prefix = "aande_preview_" + "".join(random.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(5))
-    folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
-        prefix, folder_paths.get_temp_directory(), grid.shape[1], grid.shape[0])
-    file = f"{name}_{counter:05}_.png"
+    folder, file, subfolder = compat.temp_image_path(prefix, grid.shape[1], grid.shape[0])
     Image.fromarray(grid).save(os.path.join(folder, file), compress_level=1)
     return {"filename": file, "subfolder": subfolder, "type": "temp"}
 

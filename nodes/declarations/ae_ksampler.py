@@ -1,13 +1,9 @@
 """Node "A&E KSampler": KSampler with Attend-and-Excite, returning the latent and the attention record."""
 from __future__ import annotations
 
-import comfy.sample
-import comfy.samplers
-import comfy.utils
-import latent_preview
-
-from .ae_options import ae_inputs, optional_inputs, settings_from
-from .ae_sampler import AESampler
+from .. import compat
+from ..engine.patch import ksample
+from .inputs import ae_inputs, optional_inputs, settings_from
 
 
 class AEKSampler:
@@ -22,12 +18,13 @@ class AEKSampler:
                                   "tooltip": "Denoising steps (the paper uses 50)."}),
                 "cfg": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
                                   "tooltip": "Classifier-free guidance scale (the paper uses 7.5)."}),
-                "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {"default": "ddim", "tooltip":
+                "sampler_name": (compat.sampler_names(), {"default": "ddim", "tooltip":
                     "Sampling algorithm. Single-step samplers (ddim, euler, euler_ancestral, ...) apply A&E exactly; "
                     "multistep ones also run."}),
-                "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"default": "ddim_uniform", "tooltip":
+                "scheduler": (compat.scheduler_names(), {"default": "ddim_uniform", "tooltip":
                     "Noise schedule; ddim + ddim_uniform reproduces the paper's DDIM sampling."}),
-                "positive": ("CONDITIONING", {"tooltip": "The prompt whose subjects A&E excites."}),
+                "positive": ("CONDITIONING", {"tooltip": "The prompt whose subjects A&E excites, from 'Select "
+                                                         "Subject Tokens'."}),
                 "negative": ("CONDITIONING", {"tooltip": "Negative conditioning for CFG."}),
                 "latent_image": ("LATENT", {"tooltip": "The latent image to denoise."}),
                 "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
@@ -47,21 +44,9 @@ class AEKSampler:
     DESCRIPTION = "KSampler with Attend-and-Excite: strengthens the attention of neglected subject tokens."
 
     def sample(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
-               denoise, **ae):
-        settings = settings_from(ae)
-        latent = latent_image.copy()
-        samples = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
-        noise = comfy.sample.prepare_noise(samples, seed, latent_image.get("batch_index"))
-        sigmas = comfy.samplers.KSampler(model, steps=steps, device=model.load_device, sampler=sampler_name,
-                                         scheduler=scheduler, denoise=denoise, model_options=model.model_options).sigmas
-        sampler = AESampler(comfy.samplers.sampler_object(sampler_name), settings)
-        callback = latent_preview.prepare_callback(model, len(sigmas) - 1)
-        latent["samples"] = comfy.sample.sample_custom(
-            model, noise, cfg, sampler, sigmas, positive, negative, samples,
-            noise_mask=latent_image.get("noise_mask"), callback=callback,
-            disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
-        latent.pop("downscale_ratio_spacial", None)
-        return (latent, sampler.record)
+               denoise, subject_tokens=None, **ae):
+        return ksample(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise,
+                       settings_from(ae), legacy_selection=subject_tokens)
 
 
 NODE_CLASS_MAPPINGS = {"AEKSampler": AEKSampler}

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from comfy.ldm.modules import attention as comfy_attention
 
-from ..aande_core.attention import AttentionAccumulator
+from ...aande_core.attention import AttentionAccumulator
+from .. import compat
 
 
 class StopForward(Exception):
@@ -35,17 +35,13 @@ def _merge_heads(out: torch.Tensor) -> torch.Tensor:
 
 def differentiable_attention(q, k, v, extra_options):
     """Scaled dot-product attention with a backward on every device, honouring fp32 attention precision."""
-    heads = extra_options["n_heads"]
+    call = compat.attention_call(extra_options)
+    heads = call["heads"]
     b, n, inner = q.shape
     d = inner // heads
-    dtype = torch.float32 if extra_options.get("attn_precision") == torch.float32 else q.dtype
+    dtype = torch.float32 if call["precision"] == torch.float32 else q.dtype
     qh, kh, vh = (t.to(dtype).view(b, -1, heads, d).transpose(1, 2) for t in (q, k, v))
     return _merge_heads(F.scaled_dot_product_attention(qh, kh, vh)).to(v.dtype)
-
-
-def _default_attention(q, k, v, extra_options):
-    return comfy_attention.optimized_attention(q, k, v, extra_options["n_heads"],
-                                               attn_precision=extra_options.get("attn_precision"))
 
 
 class AttentionCapture:
@@ -78,43 +74,34 @@ class AttentionCapture:
         separate_skips: ComfyUI adds ControlNet outputs to the stored skip connections in place, after the next
         block has saved them for backward; the next block then gets a copy of each input block's output.
         """
-        opts = dict(model_options)
-        topts = dict(opts.get("transformer_options", {}))
+        opts, replace = compat.replace_patches(model_options)
         if separate_skips:
-            patches = {k: list(v) for k, v in topts.get("patches", {}).items()}
-            patches.setdefault("input_block_patch_after_skip", []).append(_copy_after_skip)
-            topts["patches"] = patches
-        replace = {k: dict(v) for k, v in topts.get("patches_replace", {}).items()}
+            compat.add_block_patch(opts, compat.SKIP_PATCH, _copy_after_skip)
         attn2 = replace.setdefault("attn2", {})
         if self.grad:
             attn1 = replace.setdefault("attn1", {})
             for key in all_keys:
-                if _lookup(attn1, key) is None:
+                if compat.lookup_replace(attn1, key) is None:
                     attn1[key] = differentiable_attention
-                if key not in self.keys and _lookup(attn2, key) is None:
+                if key not in self.keys and compat.lookup_replace(attn2, key) is None:
                     attn2[key] = differentiable_attention
         last = self.keys[-1]
         for key in self.keys:
-            attn2[key] = _CapturePatch(self, _lookup(attn2, key), stop=self.grad and key == last)
-        topts["patches_replace"] = replace
-        opts["transformer_options"] = topts
+            attn2[key] = _CapturePatch(self, compat.lookup_replace(attn2, key), stop=self.grad and key == last)
         return opts
 
-    def _rows(self, batch: int, extra_options) -> slice | torch.Tensor | None:
+    def rows(self, batch: int, cond_or_uncond) -> slice | torch.Tensor | None:
+        """The batch rows of the positive prompt: all of them in a gradient pass; in a CFG forward the chunks
+        ComfyUI marks 0 (cond); None when this call has none."""
         if self.grad:
             return slice(None)
-        chunks = extra_options.get("cond_or_uncond") or [0]
-        per = batch // len(chunks)
-        rows = [r for i, c in enumerate(chunks) if c == 0 for r in range(i * per, (i + 1) * per)]
+        per = batch // len(cond_or_uncond)
+        rows = [r for i, c in enumerate(cond_or_uncond) if c == 0 for r in range(i * per, (i + 1) * per)]
         return torch.tensor(rows, dtype=torch.long) if rows else None
 
 
 def _copy_after_skip(h, transformer_options):
     return h.clone()
-
-
-def _lookup(patches: dict, key):
-    return patches.get(key, patches.get(key[:2]))
 
 
 class _CapturePatch:
@@ -125,11 +112,11 @@ class _CapturePatch:
         cap = self.capture
         probs = None
         if cap.armed:
-            rows = cap._rows(q.shape[0], extra_options)
+            call = compat.attention_call(extra_options)
+            rows = cap.rows(q.shape[0], call["cond_or_uncond"])
             if rows is not None:
-                hw = tuple(extra_options.get("activations_shape", (0, 0, *cap.map_hw))[-2:])
-                probs = attention_probs(q[rows], k[rows], extra_options["n_heads"])
-                cap.accumulator.add(probs, hw)
+                probs = attention_probs(q[rows], k[rows], call["heads"])
+                cap.accumulator.add(probs, call["hw"] or cap.map_hw)
                 if self.stop:
                     raise StopForward
         if self.previous is not None:
@@ -139,4 +126,4 @@ class _CapturePatch:
             b, n, inner = v.shape
             vh = v.float().view(b, n, probs.shape[1], -1).transpose(1, 2)
             return _merge_heads(probs @ vh).to(v.dtype)
-        return _default_attention(q, k, v, extra_options)
+        return compat.host_attention(q, k, v, extra_options)

@@ -1,21 +1,24 @@
-"""Tiny SD-family models as real ComfyUI MODEL objects (comfy.model_patcher.ModelPatcher), for fast CPU tests.
+"""SD-family models with random weights as real ComfyUI MODEL objects (comfy.model_patcher.ModelPatcher): tiny
+ones for fast CPU tests, and SD1.5 / SDXL at full size for the GPU benchmark.
 
-Checkpoint detection refuses UNets this small, so each model is built the way ComfyUI builds a detected one:
-supported_models config class -> our unet_config -> model_config.get_model() -> load_model_weights() -> ModelPatcher,
-all under torch.inference_mode() (ComfyUI loads real weights as inference tensors, so tests must meet them too).
-Each family keeps its real attention layout, so a 32x32 latent has 8x8 (factor 4) and 16x16 (factor 2)
+Checkpoint detection refuses UNets this small (and random weights carry no prediction type), so each model is
+built the way ComfyUI builds a detected one: supported_models config class -> our unet_config ->
+model_config.get_model() -> weights drawn straight into the tensors it allocated -> ModelPatcher, all under
+torch.inference_mode() (ComfyUI loads real weights as inference tensors, so tests must meet them too).
+Each tiny family keeps its real attention layout, so a 32x32 latent has 8x8 (factor 4) and 16x16 (factor 2)
 cross-attention layers in input and output blocks:
 - "sd1":  SD15 config, eps, context 768, 8 heads, conv proj_in; attention at factors 1, 2, 4; none at 8.
 - "sd2v": SD20 config, v-prediction, context 1024, 64-channel heads, linear proj_in; as sd1.
 - "sdxl": SDXL config, eps, context 2048, ADM input of 2816 (pooled 1280 + 6 size embeddings); attention at
           factors 2 and 4 (SDXL has none at full resolution).
+- "sd15-full", "sdxl-full": ComfyUI's own unet_configs of SD1.5 and SDXL (comfy/model_detection.py).
 """
 from dataclasses import dataclass
 
 import torch
 
 from harness.host import import_comfy
-from harness.weights import random_state_dict
+from harness.weights import fill_random_, random_state_dict
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,10 @@ _SD_LEVELS = {  # four levels, as SD1/SD2: cross-attention at factors 1, 2, 4; n
     "transformer_depth_output": [1, 1, 1, 1, 1, 1, 0, 0],
 }
 
+_FULL = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+         "legacy": False, "in_channels": 4, "model_channels": 320, "use_temporal_attention": False,
+         "use_temporal_resblock": False}
+
 KINDS = {
     "sd1": Kind("SD15", "EPS", 768, 768, {
         **_COMMON, **_SD_LEVELS, "model_channels": 32, "channel_mult": [1, 2, 2, 2], "context_dim": 768,
@@ -49,7 +56,19 @@ KINDS = {
         "transformer_depth_output": [0, 0, 1, 1, 1, 1], "model_channels": 64, "channel_mult": [1, 2, 2],
         "context_dim": 2048, "use_linear_in_transformer": True, "num_classes": "sequential",
         "adm_in_channels": 2816}),
+    "sd15-full": Kind("SD15", "EPS", 768, 768, {
+        **_FULL, "adm_in_channels": None, "num_res_blocks": [2, 2, 2, 2], "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
+        "channel_mult": [1, 2, 4, 4], "transformer_depth_middle": 1, "use_linear_in_transformer": False,
+        "context_dim": 768, "num_heads": 8, "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0]}),
+    "sdxl-full": Kind("SDXL", "EPS", 2048, 1280, {
+        **_FULL, "num_classes": "sequential", "adm_in_channels": 2816, "num_res_blocks": [2, 2, 2],
+        "transformer_depth": [0, 0, 2, 2, 10, 10], "channel_mult": [1, 2, 4], "transformer_depth_middle": 10,
+        "use_linear_in_transformer": True, "context_dim": 2048, "num_head_channels": 64,
+        "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10]}),
 }
+
+
+TINY_KINDS = ("sd1", "sd2v", "sdxl")  # the CPU test models; the -full kinds are for the GPU benchmark
 
 
 def _kind(kind):
@@ -58,42 +77,51 @@ def _kind(kind):
     return KINDS[kind]
 
 
-def tiny_model(kind, seed=0, sharpen=None, dtype=torch.float32):
-    """A ModelPatcher around a tiny `kind` model with random weights from `seed`.
+def comfy_config(kind, dtype=torch.float32):
+    """The comfy.supported_models config of a kind, in `dtype`, with its prediction type set (random weights
+    carry none for detection to read)."""
+    spec = _kind(kind)
+    import_comfy()
+    import comfy.model_base
+    import comfy.supported_models
+    model_type = comfy.model_base.ModelType[spec.model_type]
+    config = getattr(comfy.supported_models, spec.config)(spec.unet)
+    config.model_type = lambda state_dict, prefix="": model_type
+    config.set_inference_dtype(dtype, None)
+    return config
+
+
+def make_model(kind, seed=0, sharpen=None, dtype=torch.float32, device=None, weights=None):
+    """A ModelPatcher around a `kind` model with random weights from `seed` (harness.weights), or with `weights`
+    (a state dict under ComfyUI's names, e.g. a diffusers twin's), on `device` (default: ComfyUI's device).
 
     sharpen: factor applied to every cross-attention query weight (attn2.to_q); random weights otherwise give
     nearly uniform attention maps, which hide whether token attention is being steered.
     dtype: the weights' and computation's dtype (float64 takes rounding out of comparisons).
     """
-    spec = _kind(kind)
-    import_comfy()
-    import comfy.model_base
     import comfy.model_management
     import comfy.model_patcher
-    import comfy.supported_models
-
-    model_type = comfy.model_base.ModelType[spec.model_type]
-    config = getattr(comfy.supported_models, spec.config)(spec.unet)
-    # detection would derive the prediction type from real weights; these have none to read it from
-    config.model_type = lambda state_dict, prefix="": model_type
-    config.set_inference_dtype(dtype, None)
-    device = comfy.model_management.get_torch_device()
+    config = comfy_config(kind, dtype)
+    device = device or comfy.model_management.get_torch_device()
     with torch.inference_mode():
         model = config.get_model({}, device=device)
-        weights = random_state_dict(model.diffusion_model, seed)
-        if sharpen is not None:
-            for name in weights:
-                if name.endswith("attn2.to_q.weight"):
-                    weights[name] *= sharpen
-        model.load_model_weights({k: v.to(dtype) for k, v in weights.items()}, "")
+        state = model.diffusion_model.state_dict()
+        if weights is None:
+            fill_random_(state, seed, sharpen)
+        else:
+            if set(weights) != set(state):
+                raise ValueError(f"weights do not cover the ComfyUI UNet: missing {sorted(set(state) - set(weights))[:5]}, "
+                                 f"extra {sorted(set(weights) - set(state))[:5]}")
+            for name, tensor in weights.items():
+                state[name].copy_(tensor)
     return comfy.model_patcher.ModelPatcher(model, load_device=device,
                                             offload_device=comfy.model_management.unet_offload_device())
 
 
-def tiny_conditioning(kind, seed, n_chunks=1):
-    """ComfyUI CONDITIONING for a tiny `kind` model: random text embeddings of n_chunks x 77 tokens.
+def make_conditioning(kind, seed, n_chunks=1, side=1024):
+    """ComfyUI CONDITIONING for a `kind` model: random text embeddings of n_chunks x 77 tokens.
 
-    SDXL's extra_conds also read the image size and crop from the conditioning (its ADM input).
+    SDXL's extra_conds also read the image size and crop (`side` pixels) from the conditioning (its ADM input).
     """
     spec = _kind(kind)
     if n_chunks < 1:
@@ -101,8 +129,8 @@ def tiny_conditioning(kind, seed, n_chunks=1):
     gen = torch.Generator().manual_seed(seed)
     cond = torch.randn(1, 77 * n_chunks, spec.context_dim, generator=gen)
     extras = {"pooled_output": torch.randn(1, spec.pooled_dim, generator=gen)}
-    if kind == "sdxl":
-        extras.update(width=1024, height=1024, crop_w=0, crop_h=0, target_width=1024, target_height=1024)
+    if spec.config == "SDXL":
+        extras.update(width=side, height=side, crop_w=0, crop_h=0, target_width=side, target_height=side)
     return [[cond, extras]]
 
 

@@ -1,8 +1,8 @@
-"""A&E's gradient evaluation replayed from a CUDA graph.
+"""A&E's gradient pass replayed from a CUDA graph.
 
 At SD1.5 size the truncated forward + backward is bound by the CPU launching ~1500 kernels: on an H200,
-31 ms of wall time against 13 ms of GPU work (docs/benchmarks.md). Within one sampling run every evaluation
-has the same shapes, conditioning and weights; only the latent and sigma change. So the first evaluation
+31 ms of wall time against 13 ms of GPU work (docs/benchmarks.md). Within one sampling run every pass
+has the same shapes, conditioning and weights; only the latent and sigma change. So the first pass
 runs eagerly (it also warms up cuDNN and cuBLAS), the second is captured, and the rest replay the capture.
 
 Only the pack's own patches may run inside a capture: another node's patch, wrapper or hook could depend on
@@ -15,22 +15,15 @@ import os
 
 import torch
 
-from ..aande_core.objective import Evaluation
+from ...aande_core.objective import PassResult
+from .. import compat
 
 log = logging.getLogger("attend_and_excite")
 
 ENV_SWITCH = "AANDE_CUDA_GRAPH"  # "0" keeps the gradient pass eager (for debugging)
 
 
-def _non_empty(value) -> bool:
-    if isinstance(value, dict):
-        return any(_non_empty(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return len(value) > 0
-    return value is not None
-
-
-def graph_blocker(device: torch.device, model_options: dict, cond: dict, controls, modules, patcher=None) -> str | None:
+def graph_blocker(device: torch.device, model_options: dict, cond: dict, controls, model: torch.nn.Module) -> str | None:
     """Why the gradient pass of this run cannot be replayed from a CUDA graph, or None if it can.
 
     A graph holds the addresses of the weights it read, so the weights must stay where they are for the whole run:
@@ -42,51 +35,45 @@ def graph_blocker(device: torch.device, model_options: dict, cond: dict, control
         return f"the model runs on {device.type}, not CUDA"
     if controls:
         return "a ControlNet or T2I-Adapter runs in the gradient pass"
-    topts = model_options.get("transformer_options", {})
-    foreign = [k for k in ("patches", "patches_replace", "wrappers", "callbacks") if _non_empty(topts.get(k))]
-    foreign += [k for k in ("model_function_wrapper",) if model_options.get(k) is not None]
-    foreign += [k for k in ("hooks", "gligen") if cond.get(k) is not None]
+    foreign = compat.foreign_patches(model_options, cond)
     if foreign:
         return f"other nodes patch the model ({', '.join(foreign)})"
-    is_dynamic = getattr(patcher, "is_dynamic", None)
-    if callable(is_dynamic) and is_dynamic():
-        return "ComfyUI streams this model's weights (dynamic VRAM)"
-    for module in modules:
-        if getattr(module, "model_lowvram", False) or any(p.device.type != "cuda" for p in module.parameters()):
-            return "the model is partly offloaded to the CPU (lowvram)"
-    return None
+    streaming = compat.weight_streaming(model)
+    if streaming is None and any(p.device.type != "cuda" for p in model.parameters()):
+        streaming = "the model is partly offloaded to the CPU (lowvram)"
+    return streaming
 
 
-class GraphedEvaluation:
-    """evaluate(z, scale, sigma) -> Evaluation, eager on the first call and replayed from a graph after.
+class GraphedPass:
+    """pass_(z, sigma) -> PassResult, eager on the first call and replayed from a graph after.
 
     The graph and its memory pool live until `release()` (the end of the A&E phase). A capture that fails
     (an unforeseen host synchronisation or transfer in the forward) is logged and the run goes on eagerly.
     """
 
-    def __init__(self, evaluate):
-        self.evaluate = evaluate
+    def __init__(self, eager):
+        self.eager = eager
         self.calls = self.replays = 0
         self.graph = self.inputs = self.outputs = None
         self.failed = False
 
-    def __call__(self, z: torch.Tensor, scale: torch.Tensor, sigma: torch.Tensor) -> Evaluation:
+    def __call__(self, z: torch.Tensor, sigma: torch.Tensor) -> PassResult:
         self.calls += 1
-        if self.graph is None and (self.calls == 1 or self.failed or not self._capture(z, scale, sigma)):
-            return self.evaluate(z, scale, sigma)
-        for static, value in zip(self.inputs, (z, scale, sigma)):
+        if self.graph is None and (self.calls == 1 or self.failed or not self._capture(z, sigma)):
+            return self.eager(z, sigma)
+        for static, value in zip(self.inputs, (z, sigma)):
             static.copy_(value)
         self.graph.replay()
         self.replays += 1
         out = self.outputs  # overwritten by the next replay: the caller keeps copies
-        return Evaluation(out.loss.clone(), out.grad.clone(), out.token_maps.clone(), out.subject_maps.clone())
+        return PassResult(out.loss.clone(), out.grad.clone(), out.token_maps.clone(), out.subject_maps.clone())
 
-    def _capture(self, z, scale, sigma) -> bool:
-        inputs = [t.detach().clone() for t in (z, scale, sigma)]
+    def _capture(self, z, sigma) -> bool:
+        inputs = [t.detach().clone() for t in (z, sigma)]
         try:
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                outputs = self.evaluate(*inputs)
+                outputs = self.eager(*inputs)
         except Exception as e:  # noqa: BLE001  any capture failure leaves the eager pass, which is correct
             self.failed = True
             log.warning("A&E: the gradient pass could not be captured in a CUDA graph (%s: %s); it runs eagerly",

@@ -1,15 +1,15 @@
-"""POST /aande/tokenize: the prompt's tokens and positions for the token picker (web/js/token_picker.js).
+"""POST /aande/tokenize: the prompt's tokens and indices for the token picker (web/js/token_picker.js).
 
 Uses ComfyUI's bundled tokenizer vocabularies only: no model is loaded and no embedding file is read, so
 "embedding:name" shows as plain text here (the node itself resolves embeddings with the loaded CLIP).
 """
 from __future__ import annotations
 
-import sys
 from functools import lru_cache
 
-from ..aande_core.token_match import select_subjects, split_words, token_text
-from .select_tokens import prompt_tokens
+from ...aande_core.token_match import select_subjects, split_words, token_text
+from .. import compat
+from .tokens import prompt_tokens
 
 ROUTE = "/aande/tokenize"
 MAX_TEXT_CHARS = 4000
@@ -19,14 +19,8 @@ FAMILIES = ("sd1", "sd2", "sdxl")
 
 @lru_cache(maxsize=None)
 def family_tokenizer(family: str):
-    """The tokenizer whose positions the node uses for `family` (built once, from the bundled vocab)."""
-    from comfy import sd1_clip, sdxl_clip
-    from comfy.text_encoders import sd2_clip
-    if family == "sd2":
-        return sd2_clip.SD2ClipHTokenizer()
-    if family == "sdxl":
-        return sdxl_clip.SDXLTokenizer().clip_l
-    return sd1_clip.SDTokenizer()
+    """The tokenizer whose indices the node uses for `family` (built once, from the bundled vocabulary)."""
+    return compat.family_tokenizer(family)
 
 
 def tokenize_request(body) -> dict:
@@ -43,11 +37,12 @@ def tokenize_request(body) -> dict:
     if not isinstance(subjects, str) or len(subjects) > MAX_SUBJECTS_CHARS:
         raise ValueError(f'"subjects" must be a string of at most {MAX_SUBJECTS_CHARS} characters')
     tokenizer = family_tokenizer(family)
-    tokens, context_len = prompt_tokens(tokenizer, tokenizer.tokenize_with_weights(text, return_word_ids=True), text)
+    tokens, context_len = prompt_tokens(tokenizer, compat.tokenize_chunks(tokenizer, text), text)
     word_of = {pos: i for i, word in enumerate(split_words(tokens)) for pos, _ in word.tokens}
+    chunk = compat.chunk_length(tokenizer)
     answer = {
-        "tokens": [{"pos": pos, "text": token_text(piece), "chunk": pos // tokenizer.max_length,
-                    "word": word_of[pos]} for pos, piece in tokens],
+        "tokens": [{"pos": pos, "text": token_text(piece), "chunk": pos // chunk, "word": word_of[pos]}
+                   for pos, piece in tokens],
         "count": len(tokens),
         "context_len": context_len,
         "selected": [],
@@ -74,9 +69,6 @@ async def handle_tokenize(request):
         return web.json_response({"error": str(e)}, status=400)
 
 
-def register() -> None:
+def register() -> bool:
     """Add the route to a running ComfyUI server; without one (library use, tests) do nothing."""
-    server = sys.modules.get("server")  # ComfyUI's main.py imports it before loading custom nodes
-    instance = getattr(getattr(server, "PromptServer", None), "instance", None)
-    if instance is not None:
-        instance.routes.post(ROUTE)(handle_tokenize)
+    return compat.add_route("post", ROUTE, handle_tokenize)

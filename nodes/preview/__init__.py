@@ -1,0 +1,1 @@
+"""Drawing the attention preview (Pillow)."""

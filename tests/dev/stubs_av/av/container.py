@@ -1,0 +1,2 @@
+class InputContainer:
+    """Named by comfy_api's video types at import; never made."""

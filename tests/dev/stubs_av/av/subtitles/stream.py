@@ -1,0 +1,2 @@
+class SubtitleStream:
+    """Named by comfy_api's video types at import; never made."""
