@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 PAPER_THRESHOLDS = ((0, 0.05), (10, 0.5), (20, 0.8))
 ATTENTION_RES = {"auto": 4, "latent/2": 2, "latent/4": 4, "latent/8": 8}  # name -> downsampling of the latent
 NORMALIZE_EOT = ("auto", "on", "off")
+MEMORY_SAVING = ("auto", "on", "off")
 SD2_CONTEXT_WIDTH = 1024  # OpenCLIP-H: the reference normalises over the prompt's own tokens for SD2
 
 
@@ -20,7 +21,8 @@ SD2_CONTEXT_WIDTH = 1024  # OpenCLIP-H: the reference normalises over the prompt
 class AESettings:
     """Every A&E input of the nodes. Defaults are those of the paper and the official code (SD1.4, 50 steps).
 
-    "auto" values are resolved by `resolved()`, once per run, when the model's text width is known.
+    "auto" values are resolved by `resolved()`, once per run, when the model's text width is known; memory_saving
+    "auto" is decided by the gradient pass from the free VRAM.
     """
     attend_and_excite: bool = True         # False: standard sampling that records attention only
     token_indices: tuple[int, ...] = ()    # typed subject indices; they override the conditioning's selection
@@ -34,6 +36,7 @@ class AESettings:
     kernel_size: int = 3
     attention_res: str = "auto"            # a key of ATTENTION_RES
     normalize_eot: str = "auto"            # "on": softmax over the prompt's own tokens; "auto": on for SD2
+    memory_saving: str = "auto"            # the gradient pass recomputes activations; "auto": when VRAM is short
     reference_steps: int = 50              # the step count the step numbers above refer to
 
     def __post_init__(self):
@@ -50,6 +53,8 @@ class AESettings:
             raise ValueError(f"attention_res must be one of {', '.join(ATTENTION_RES)}, got {self.attention_res!r}")
         if self.normalize_eot not in NORMALIZE_EOT:
             raise ValueError(f"normalize_eot must be one of {', '.join(NORMALIZE_EOT)}, got {self.normalize_eot!r}")
+        if self.memory_saving not in MEMORY_SAVING:
+            raise ValueError(f"memory_saving must be one of {', '.join(MEMORY_SAVING)}, got {self.memory_saving!r}")
 
     def resolved(self, context_width: int) -> "AESettings":
         """The settings with every "auto" made concrete for a text context `context_width` wide."""

@@ -12,6 +12,7 @@ What a subject item selects (items are separated by commas):
   "porcupine[2]"   the second token of "porcupine" (por, cup, ine -> cup); "cat#2[2]" combines both
   "teddy bear"     a phrase: its first token ("teddy bear[2]" -> bear)
   "embedding:name" the first vector of that embedding ("embedding:name[2]" the second)
+subject_forms() goes the other way, for the token picker: per token, the item that selects exactly it.
 A word matches whole prompt words, case-insensitively; "t-shirt" matches CLIP's three words t, -, shirt.
 Why the first sub-token: in a causal text encoder the first piece of a word is the one every later
 piece and word attends back to, and it is the piece that names the word's start, so its cross-attention
@@ -124,26 +125,80 @@ class Match:
 
 def select_subjects(tokens, spec: str, context_len: int) -> list[Match]:
     """Resolve a subject spec against the prompt's tokens; ValueError names the problem and the fix."""
-    tokens = [(int(pos), piece) for pos, piece in tokens]
-    items = [item.strip() for item in (spec or "").split(",")]
-    items = [item for item in items if item]
-    if not items:
-        raise ValueError("no subject given: " + SYNTAX_HELP + f". The prompt's tokens are: {format_tokens(tokens)}")
-    words = split_words(tokens)
-    out: list[Match] = []
-    for item in items:
-        if _INDEX_ITEM.match(item):
-            out.extend(_by_index(int(p), item, tokens, words, context_len) for p in item.split())
-        else:
-            out.append(_by_word(item, tokens, words))
-    seen: dict[int, Match] = {}
-    for m in out:
-        if m.position in seen:
-            first = seen[m.position]
-            raise ValueError(f"'{first.item}' and '{m.item}' both select token {m.position}:{m.token}; "
-                             "list each subject once")
-        seen[m.position] = m
-    return out
+    return _Prompt(tokens).select(spec, context_len)
+
+
+class _Prompt:
+    """A prompt's tokens, its words, and the occurrences of each phrase, each found once: subject_forms resolves
+    one form per token, and splitting the words or scanning for a phrase per form would be quadratic."""
+
+    def __init__(self, tokens):
+        self.tokens = [(int(pos), piece) for pos, piece in tokens]
+        self.words = split_words(self.tokens)
+        self._found: dict[tuple[str, ...], list[tuple[int, int]]] = {}
+
+    def occurrences(self, parts: tuple[str, ...]) -> list[tuple[int, int]]:
+        if parts not in self._found:
+            self._found[parts] = _occurrences(parts, self.words)
+        return self._found[parts]
+
+    def select(self, spec: str, context_len: int) -> list[Match]:
+        tokens, words = self.tokens, self.words
+        items = [item.strip() for item in (spec or "").split(",")]
+        items = [item for item in items if item]
+        if not items:
+            raise ValueError("no subject given: " + SYNTAX_HELP + f". The prompt's tokens are: {format_tokens(tokens)}")
+        out: list[Match] = []
+        for item in items:
+            if _INDEX_ITEM.match(item):
+                out.extend(_by_index(int(p), item, tokens, words, context_len) for p in item.split())
+            else:
+                out.append(_by_word(item, self))
+        seen: dict[int, Match] = {}
+        for m in out:
+            if m.position in seen:
+                first = seen[m.position]
+                raise ValueError(f"'{first.item}' and '{m.item}' both select token {m.position}:{m.token}; "
+                                 "list each subject once")
+            seen[m.position] = m
+        return out
+
+
+def subject_forms(tokens) -> list[str]:
+    """Per token, in order, the subject item that selects exactly that token: its word form ("cat", "cat#2",
+    "porcupine[2]", "cat#2[2]", "embedding:name[2]") where select_subjects resolves that form back to the token,
+    else its index ("5").
+
+    Why words: a word follows the prompt when it is edited, an index does not. Why the round trip: a form is
+    only written if it means that token, so a comma, "#", brackets, a number or any word the syntax cannot
+    express falls back to the index, which is always exact.
+    """
+    prompt = _Prompt(tokens)
+    forms = []
+    for i, word in enumerate(prompt.words):
+        for piece, (pos, _) in enumerate(word.tokens, start=1):
+            form = _word_form(prompt, i, piece)
+            forms.append(form if form is not None and _selects_only(prompt, form, pos) else str(pos))
+    return forms
+
+
+def _word_form(prompt: _Prompt, word: int, piece: int) -> str | None:
+    """"text#occurrence[piece]" for a piece of prompt.words[word], #1 and [1] left out; None when no
+    occurrence of the word's text starts at that word."""
+    text = prompt.words[word].text
+    starts = [start for start, _ in prompt.occurrences((text,))] if text.strip() else []
+    if word not in starts:
+        return None
+    occ = starts.index(word) + 1
+    return text + (f"#{occ}" if occ > 1 else "") + (f"[{piece}]" if piece > 1 else "")
+
+
+def _selects_only(prompt: _Prompt, form: str, position: int) -> bool:
+    try:
+        # context length 0: only index items read it, and an index that is not a prompt token is refused anyway
+        return [m.position for m in prompt.select(form, 0)] == [position]
+    except ValueError:
+        return False
 
 
 def _word_of(position: int, words) -> Word:
@@ -188,10 +243,11 @@ def _occurrences(parts, words) -> list[tuple[int, int]]:
     return found
 
 
-def _by_word(item: str, tokens, words) -> Match:
+def _by_word(item: str, prompt: _Prompt) -> Match:
+    tokens, words = prompt.tokens, prompt.words
     parts, occ, piece = _parse_word_item(item)
     phrase = " ".join(parts)
-    found = _occurrences(parts, words)
+    found = prompt.occurrences(parts)
     if not found:
         hint = ""
         if len(parts) > 1:

@@ -19,6 +19,7 @@ import statistics
 import sys
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,8 +178,11 @@ def median_ms(fn, device, warmup=2, repeats=5):
 
 
 def pass_timer(device):
-    """A RunObserver that times one gradient pass at the first A&E step of a real run, eagerly and (where the run
-    has one) replayed from its CUDA graph, into its `ms`, then ends the run."""
+    """A RunObserver for the first A&E step of a real run: it times one gradient pass, eagerly and (where the run
+    has one) replayed from its CUDA graph, counts the FLOPs of one pass and of the step's CFG model call
+    (torch.utils.flop_counter: matrix products, convolutions, attention), into its `ms`, then ends the run."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     from aande_pack.nodes.engine.observer import RunObserver
 
     class PassTimer(RunObserver):
@@ -189,6 +193,18 @@ def pass_timer(device):
             self.ms = {"eager": median_ms(lambda: gradient_pass.eager(z, sigma), device)}
             if gradient_pass.eager_reason is None:
                 self.ms["graph"] = median_ms(lambda: gradient_pass(z, sigma), device)
+            with FlopCounterMode(display=False) as counter:
+                gradient_pass.eager(z, sigma)
+            self.ms["pass_flops"] = counter.get_total_flops()
+
+        @contextmanager
+        def phase(self, name):
+            if name != "cfg":
+                yield
+                return
+            with FlopCounterMode(display=False) as counter:
+                yield
+            self.ms["cfg_flops"] = counter.get_total_flops()
             raise Measured
 
     return PassTimer()
@@ -333,6 +349,25 @@ def add_floors(results: dict):
                 continue
             floor = comfy_plain["median_s"] + ours["passes"]["grad"] * eval_ms[kind] / 1000
             c["floor" + suffix + "_s"], c["x_floor" + suffix] = floor, c["median_s"] / floor
+        add_flops(c, eval_ms, results["meta"]["peak_tflops"])
+
+
+def add_flops(case: dict, measured: dict, peak_tflops: float):
+    """The case's FLOPs (per CFG model call, per gradient pass, whole run = CFG calls x fwd + passes x pass) and
+    the model-FLOP utilisation of its gradient pass (at the replayed pass's time where there is a graph) and of
+    the whole run, against `peak_tflops` (H200: ~790 TFLOP/s measured on dense bf16 matrix products). The diffusers
+    rows use the ComfyUI model's counts (same weights, same layout)."""
+    fwd, per_pass = measured.get("cfg_flops"), measured.get("pass_flops")
+    case["fwd_tflop"] = fwd / 1e12 if fwd else None
+    case["pass_tflop"] = per_pass / 1e12 if per_pass and case["mode"] != "plain" else None
+    pass_ms = measured.get("graph", measured.get("eager"))
+    case["mfu_pass"] = per_pass / (pass_ms / 1000) / (peak_tflops * 1e12) if case["pass_tflop"] and pass_ms else None
+    if fwd is None or (case["mode"] != "plain" and per_pass is None):
+        case["run_tflop"] = case["mfu_run"] = None
+        return
+    run_flops = case["passes"]["full"] * fwd + (case["passes"]["grad"] * per_pass if case["mode"] != "plain" else 0)
+    case["run_tflop"] = run_flops / 1e12
+    case["mfu_run"] = run_flops / case["median_s"] / (peak_tflops * 1e12)
 
 
 def table(results: dict) -> str:
@@ -340,8 +375,9 @@ def table(results: dict) -> str:
         return "-" if v is None else format(v, fmt)
 
     lines = ["| model | batch | impl | mode | median s | peak GiB | fwd full | fwd grad | fwd truncated | bwd "
-             "| replayed | refine it. | x plain | floor s | x floor | graph floor s | x graph floor | finite |",
-             "|" + " --- |" * 18]
+             "| replayed | refine it. | x plain | floor s | x floor | graph floor s | x graph floor | TFLOP fwd "
+             "| TFLOP pass | MFU pass | MFU run | finite |",
+             "|" + " --- |" * 22]
     for c in results["cases"]:
         p = c["passes"]
         refine = sum(c["refinement_iterations"]) if "refinement_iterations" in c else None
@@ -349,8 +385,10 @@ def table(results: dict) -> str:
                      f"{num(c['peak_gib'], '.2f')} | {p['full']} | {p['grad']} | {p['truncated']} | {p['backward']} | "
                      f"{p.get('replayed', 0)} | {num(refine, 'd')} | {num(c['x_plain'], '.2f')} | "
                      f"{num(c['floor_s'], '.3f')} | {num(c['x_floor'], '.2f')} | {num(c['floor_graph_s'], '.3f')} | "
-                     f"{num(c['x_floor_graph'], '.2f')} | {'yes' if c['finite'] else 'NO'} |")
-    evals = "; ".join(f"{k}: " + ", ".join(f"{kind} {ms:.2f} ms" for kind, ms in v.items())
+                     f"{num(c['x_floor_graph'], '.2f')} | {num(c.get('fwd_tflop'), '.3f')} | "
+                     f"{num(c.get('pass_tflop'), '.3f')} | {num(c.get('mfu_pass'), '.1%')} | "
+                     f"{num(c.get('mfu_run'), '.1%')} | {'yes' if c['finite'] else 'NO'} |")
+    evals = "; ".join(f"{k}: " + ", ".join(f"{kind} {ms:.2f} ms" for kind, ms in v.items() if not kind.endswith("flops"))
                       for k, v in results["eval_ms"].items())
     notes = [f"One gradient evaluation (truncated forward + loss + backward): {evals or '-'}."]
     notes += [f"SDXL A&E ({c['mode']}, batch {c['batch']}) peak: {c['peak_gib']:.2f} GiB (target < 20 GiB)."
@@ -374,8 +412,11 @@ def parse_args(argv=None):
     p.add_argument("--budget-s", type=float, help="start no case (and no further timed run) after this many "
                    "seconds (default 480 for the full run on CUDA, else none)")
     p.add_argument("--cases", default="sd15,sdxl,diffusers", help="any of sd15, sdxl, diffusers (comma-separated)")
+    p.add_argument("--batches", help="batch sizes, comma-separated (default 1,4; --quick 1,2)")
     p.add_argument("--comfyui", help="ComfyUI folder (default: .device/comfyui, else .dev/comfyui-0.3.75)")
     p.add_argument("--out", default=str(ROOT / "bench" / "out" / "ae_bench.json"))
+    p.add_argument("--peak-tflops", type=float, default=790.0, help="the GPU's dense fp16/bf16 matrix rate for the "
+                   "MFU columns (H200: ~790 measured)")
     return p.parse_args(argv)
 
 
@@ -408,7 +449,8 @@ def main(argv=None):
 
     device = comfy.model_management.get_torch_device()
     plan = Plan(device=device, dtype=torch.float16 if device.type == "cuda" else torch.float32,
-                steps=args.steps or (5 if args.quick else 50), batches=(1, 2) if args.quick else (1, 4),
+                steps=args.steps or (5 if args.quick else 50),
+                batches=tuple(int(b) for b in args.batches.split(",")) if args.batches else (1, 2) if args.quick else (1, 4),
                 repeats=args.repeats or (2 if args.quick else 3), warmup_steps=args.warmup_steps,
                 budget_s=args.budget_s or (480.0 if device.type == "cuda" and not args.quick else float("inf")),
                 cases=set(args.cases.split(",")))
@@ -418,7 +460,7 @@ def main(argv=None):
             "dtype": str(plan.dtype), "comfyui": str(comfy_dir), "quick": args.quick, "steps": plan.steps,
             "sampler": "ddim + ddim_uniform", "cfg": plan.cfg, "token_indices": TOKENS, "repeats": plan.repeats,
             "warmup_steps": plan.warmup_steps, "diffusers": getattr(diffusers, "__version__", None),
-            "diffusers_missing": diffusers_missing, "argv": sys.argv[1:]}
+            "diffusers_missing": diffusers_missing, "argv": sys.argv[1:], "peak_tflops": args.peak_tflops}
     bench = Bench(plan, Path(args.out), meta)
     arch = archs(args.quick)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from contextlib import contextmanager
@@ -65,11 +66,15 @@ def main():
     p.add_argument("--out", default="bench/out/profile.json")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--arch", default="sd15", choices=["sd15", "sdxl"])
+    p.add_argument("--layouts", default="channels_last", help="the replayed pass's layouts to profile, of "
+                   "nchw and channels_last (nodes/engine/inference_weights.py)")
+    p.add_argument("--pass-only", action="store_true", help="profile the gradient pass only, not whole runs")
     args = p.parse_args()
     host.import_pack()
     host.import_comfy(host.find_comfyui(args.comfyui), cpu=False)
     import comfy.utils
 
+    from aande_pack.nodes.engine.gradient_pass import CHANNELS_LAST_SWITCH
     from aande_pack.nodes.engine.observer import RunObserver
     comfy.utils.PROGRESS_BAR_ENABLED = False
     dev = torch.device("cuda")
@@ -81,14 +86,27 @@ def main():
                  "batch": args.batch}
 
     class PassProfiler(RunObserver):
+        def __init__(self, found):
+            self.found = found
+
         def step_started(self, run, step, z, sigma):
-            profile_pass(run, z, sigma, out)
+            profile_pass(run, z, sigma, self.found)
             raise ae_bench.Measured
 
-    try:
-        runner.ae(args.batch, 50, ae_bench.MODES["ae_noref"], PassProfiler())
-    except ae_bench.Measured:
-        pass
+    for layout in args.layouts.split(","):
+        os.environ[CHANNELS_LAST_SWITCH] = "1" if layout == "channels_last" else "0"
+        out[layout] = {}
+        try:
+            runner.ae(args.batch, 50, ae_bench.MODES["ae_noref"], PassProfiler(out[layout]))
+        except ae_bench.Measured:
+            pass
+        print(f"{layout}: eager {out[layout]['eager_ms']:.2f} ms, replayed {out[layout].get('graph_ms', 0):.2f} ms",
+              flush=True)
+    os.environ.pop(CHANNELS_LAST_SWITCH, None)
+    if args.pass_only:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(out, indent=1))
+        return
 
     # whole runs split: gradient passes / rest of the A&E update / CFG forward at A&E steps and at plain steps
     timing: dict[str, list[float]] = {}

@@ -6,12 +6,13 @@ prompt/        prompts as the UNet sees them (token indices) and the token picke
 preview/       drawing the attention preview
 compat.py      every version-sensitive ComfyUI touchpoint
 """
-from .declarations import ae_ksampler, ae_sampler, attention_preview, select_tokens
+from .declarations import (ae_ksampler, ae_sampler, apply_ae, attention_preview, blip_caption, clip_score,
+                           select_tokens)
 from .prompt import route
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
-for _module in (select_tokens, ae_ksampler, ae_sampler, attention_preview):
+for _module in (select_tokens, ae_ksampler, ae_sampler, apply_ae, attention_preview, clip_score, blip_caption):
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)
 

@@ -50,6 +50,29 @@ def common_ksampler(*args, **kwargs):
     return _comfy("nodes").common_ksampler(*args, **kwargs)
 
 
+def seed_noise(latent: torch.Tensor, seed: int) -> torch.Tensor:
+    """The initial noise the KSampler node draws for `latent` and `seed` (comfy.sample.prepare_noise, CPU
+    generator). Checked: 0.3.52, 0.3.75, 0.38."""
+    return _comfy("comfy.sample").prepare_noise(latent, seed)
+
+
+def sample_with_noise(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent):
+    """What the KSampler node samples for a given noise (comfy.sample.sample: sigmas of steps/scheduler, the
+    sampler by name, CFG), without a progress bar. Checked: 0.3.52, 0.3.75, 0.38."""
+    latent = _comfy("comfy.sample").fix_empty_latent_channels(model, latent)
+    return _comfy("comfy.sample").sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative,
+                                         latent, denoise=1.0, disable_pbar=True, seed=0)
+
+
+def load_checkpoint(path: str):
+    """(MODEL, CLIP, VAE) of a checkpoint file, as CheckpointLoaderSimple loads it, with ComfyUI's embeddings
+    folder. Checked: 0.3.52, 0.3.75, 0.38."""
+    folder_paths = _comfy("folder_paths")
+    out = _comfy("comfy.sd").load_checkpoint_guess_config(
+        path, output_vae=True, output_clip=True, embedding_directory=folder_paths.get_folder_paths("embeddings"))
+    return out[:3]
+
+
 def calc_cond_batch(model, conds, x, sigma, model_options):
     """The model's prediction for a list of conds (runs calc_cond_batch wrappers, ControlNets, hooks).
     Checked: 0.3.52, 0.3.75, 0.38 (0.38 also calls model.current_patcher.prepare_state first)."""
@@ -209,6 +232,33 @@ def cross_attention_layers(diffusion_model) -> list[tuple[tuple[str, int, int], 
     return layers
 
 
+def residual_blocks(diffusion_model) -> list:
+    """The UNet's residual blocks (openaimodel.ResBlock), called as block(x, emb, ...).
+    Checked: 0.3.52, 0.3.75, 0.38."""
+    resblock = _comfy("comfy.ldm.modules.diffusionmodules.openaimodel").ResBlock
+    return [m for m in diffusion_model.modules() if isinstance(m, resblock)]
+
+
+def feed_forwards(diffusion_model) -> list:
+    """The transformer blocks' feed-forward layers (attention.FeedForward), called as ff(x).
+    Checked: 0.3.52, 0.3.75, 0.38."""
+    feed_forward = _comfy("comfy.ldm.modules.attention").FeedForward
+    return [m for m in diffusion_model.modules() if isinstance(m, feed_forward)]
+
+
+def pass_memory_estimate(model, latent_shape) -> float:
+    """Bytes a gradient pass is expected to need beyond plain sampling: ComfyUI's own forward estimate
+    (BaseModel.memory_required) for the pass's input, times 15, the largest ratio of measured pass memory to that
+    estimate (SD1.5 512x512: ~3, SDXL 1024x1024: ~14, docs/benchmarks.md). Checked: 0.3.52, 0.3.75, 0.38."""
+    return 15 * model.memory_required(list(latent_shape))
+
+
+def free_vram(device) -> float:
+    """Bytes ComfyUI counts as free on `device` (its get_free_memory: the driver's free memory plus what torch has
+    reserved but not allocated). Checked: 0.3.52, 0.3.75, 0.38."""
+    return _comfy("comfy.model_management").get_free_memory(device)
+
+
 def replace_patches(model_options: dict) -> tuple[dict, dict]:
     """(a copy of model_options, its transformer_options' patches_replace copied one level deep), ready to take
     attn1/attn2 replace patches keyed (block, id) or (block, id, index). Checked: 0.3.52, 0.3.75, 0.38."""
@@ -227,6 +277,12 @@ def add_block_patch(model_options: dict, name: str, patch) -> None:
     patches = {k: list(v) for k, v in topts.get("patches", {}).items()}
     patches.setdefault(name, []).append(patch)
     topts["patches"] = patches
+
+
+def has_block_patches(model_options: dict) -> bool:
+    """Whether other nodes installed transformer_options["patches"] (input/output/middle block patches, attn
+    patches, ...), which run inside every model call. Checked: 0.3.52, 0.3.75, 0.38."""
+    return _non_empty(model_options.get("transformer_options", {}).get("patches"))
 
 
 def lookup_replace(patches: dict, key):
@@ -299,6 +355,7 @@ def vocab_piece(tokenizer, token_id: int) -> str:
 
 
 def chunk_length(tokenizer) -> int:
+    """Tokens per chunk of the text context (77). Checked: 0.3.52, 0.3.75, 0.38."""
     return tokenizer.max_length
 
 
@@ -366,3 +423,34 @@ def temp_image_path(prefix: str, width: int, height: int) -> tuple[str, str, str
     folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
         prefix, folder_paths.get_temp_directory(), width, height)
     return folder, f"{name}_{counter:05}_.png", subfolder
+
+
+# ---------------------------------------------------------------- evaluation models
+
+def register_model_folder(name: str) -> None:
+    """Register ComfyUI's model folder `models/<name>` under the key `name` (folder_paths.add_model_folder_path,
+    appended after any path extra_model_paths.yaml gave the same key; registering twice changes nothing).
+    Checked: 0.3.52, 0.3.75, 0.38."""
+    import os.path
+
+    folder_paths = _comfy("folder_paths")
+    folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name))
+
+
+def model_folder_paths(name: str) -> list[str]:
+    """The folders registered under `name`, in ComfyUI's search order (folder_paths.get_folder_paths).
+    Checked: 0.3.52, 0.3.75, 0.38."""
+    return _comfy("folder_paths").get_folder_paths(name)
+
+
+def torch_device():
+    """The device ComfyUI runs models on (comfy.model_management.get_torch_device; the CPU with --cpu).
+    Checked: 0.3.52, 0.3.75, 0.38."""
+    return _comfy("comfy.model_management").get_torch_device()
+
+
+def progress_bar(total: int):
+    """The running node's progress bar in the frontend (comfy.utils.ProgressBar; .update(1) per item). 0.38 sends
+    the first and the last update at once and throttles the ones between to one per 0.1 s.
+    Checked: 0.3.52, 0.3.75, 0.38."""
+    return _comfy("comfy.utils").ProgressBar(total)

@@ -1,7 +1,7 @@
 """example_workflows/: ComfyUI serves them as the pack's templates, they use the paper's settings, and each one
-loads in the real frontend (headless chromium) with every node known, converts to the API prompt our
-converter makes, and, queued from the page with the small checkpoint, a latent of 64 to 88 pixels and 4 steps,
-runs to a successful /history entry.
+loads in the real frontend (headless chromium; the one ComfyUI pins and the newest) with every node known,
+converts to the API prompt our converter makes, and, queued from the page with the small checkpoint, a latent of
+64 to 88 pixels and 4 steps, runs to a successful /history entry.
 
 What the SDXL example's run proves: the small checkpoint is SD1.5, so its graph (wiring and widget values)
 runs with that checkpoint swapped in; that the nodes work on an SDXL UNet and CLIP is covered by
@@ -16,13 +16,17 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from harness.browser import chromium, open_frontend, own_errors
+from harness.browser import load_workflow, missing_models, open_frontend, own_errors
+from harness.metric_models import tiny_blip_folder, tiny_clip_folder
 from harness.server import PACK_NAME
 from harness.workflow import nodes_of, to_api_prompt
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "example_workflows"
-NAMES = ["ae_compare_standard_sd15", "ae_sampler_custom_advanced_sd15", "ae_txt2img_sd15", "ae_txt2img_sdxl"]
-PACK_NODES = {"AESelectSubjectTokens", "AEKSampler", "AESampler", "AEAttentionMapPreview"}
+NAMES = ["ae_apply_ksampler_sd15", "ae_compare_scores_sd15", "ae_compare_standard_sd15",
+         "ae_sampler_custom_advanced_sd15", "ae_txt2img_sd15", "ae_txt2img_sdxl"]
+COMPARISONS = ("ae_compare_scores_sd15", "ae_compare_standard_sd15")
+PACK_NODES = {"AESelectSubjectTokens", "AEKSampler", "AESampler", "AEApplyAttendAndExcite", "AEAttentionMapPreview",
+              "AEClipScore", "AEBlipCaptionScore"}
 SMALL = {name: 64 + 8 * i for i, name in enumerate(NAMES)}  # a size each: no run reuses another's cached results
 
 # the paper's settings (Chefer et al. 2023: SD1.4, 512x512, 50 steps, CFG 7.5, here with DDIM) and the A&E
@@ -33,7 +37,8 @@ PAPER_AE = {"token_indices": "", "attend_and_excite": True, "max_iter_to_alter":
             "max_refinement_steps": 20, "smooth_attentions": True, "sigma": 0.5, "kernel_size": 3,
             "attention_res": "auto", "normalize_eot": "auto"}
 # what an example may set differently from a pack node's default
-CHOSEN = {"AESelectSubjectTokens": {"text": "a cat and a frog", "subjects": "cat, frog"}}
+CHOSEN = {"AESelectSubjectTokens": {"text": "a cat and a frog", "subjects": "cat, frog"},
+          "AEClipScore": {"prompt": "a cat and a frog"}, "AEBlipCaptionScore": {"prompt": "a cat and a frog"}}
 
 
 def workflow(name):
@@ -46,9 +51,13 @@ def object_info(comfy_server):
 
 
 @pytest.fixture(scope="module")
-def page(comfy_server):
-    with chromium() as browser:
-        yield open_frontend(browser, comfy_server)
+def page(frontend_server, browser):
+    # the scores example runs with the tiny metric models in place of CLIP ViT-B/16 and BLIP base
+    tiny_clip_folder(frontend_server.base_dir / "models" / "aande_clip" / "tiny-clip")
+    tiny_blip_folder(frontend_server.base_dir / "models" / "aande_blip" / "tiny-blip")
+    page = open_frontend(browser, frontend_server)
+    yield page
+    page.context.close()
 
 
 def test_the_examples_are_the_packs_templates(comfy_server):
@@ -70,20 +79,25 @@ def test_example_uses_the_papers_settings(name, object_info):
     assert ckpt["inputs"]["ckpt_name"] == ("sd_xl_base_1.0.safetensors" if sdxl else
                                            "v1-5-pruned-emaonly-fp16.safetensors")
     side = 1024 if sdxl else 512
+    batch = 4 if name == "ae_compare_scores_sd15" else 1  # the scores example ranks 4 seeds
     assert [n["inputs"] for n in nodes_of(prompt, "EmptyLatentImage")] == [{"width": side, "height": side,
-                                                                             "batch_size": 1}]
+                                                                             "batch_size": batch}]
     assert [n["inputs"]["text"] for n in nodes_of(prompt, "CLIPTextEncode")] == [""]  # the paper: no negative
     [select] = nodes_of(prompt, "AESelectSubjectTokens")
     assert (select["inputs"]["text"], select["inputs"]["subjects"]) == ("a cat and a frog", "cat, frog")
 
-    samplers = nodes_of(prompt, "AEKSampler") + nodes_of(prompt, "AESampler")
-    expected_switch = [False, True] if name == "ae_compare_standard_sd15" else [True]
+    samplers = nodes_of(prompt, "AEKSampler") + nodes_of(prompt, "AESampler") + \
+        nodes_of(prompt, "AEApplyAttendAndExcite")
+    expected_switch = [False, True] if name in COMPARISONS else [True]
     assert [n["inputs"]["attend_and_excite"] for n in samplers] == expected_switch
     for n in samplers:
         assert {k: n["inputs"][k] for k in PAPER_AE if k != "attend_and_excite"} == \
                {k: v for k, v in PAPER_AE.items() if k != "attend_and_excite"}
-    for n in nodes_of(prompt, "AEKSampler"):
+    for n in nodes_of(prompt, "AEKSampler") + nodes_of(prompt, "KSampler"):
         assert {k: n["inputs"][k] for k in PAPER_SAMPLING} == PAPER_SAMPLING
+    assert len(nodes_of(prompt, "KSampler")) == (name == "ae_apply_ksampler_sd15")
+    scores = 2 if name == "ae_compare_scores_sd15" else 0  # one of each per row
+    assert len(nodes_of(prompt, "AEClipScore")) == len(nodes_of(prompt, "AEBlipCaptionScore")) == scores
     for n in nodes_of(prompt, "BasicScheduler"):
         assert n["inputs"]["scheduler"] == "ddim_uniform" and n["inputs"]["steps"] == 50
         assert n["inputs"]["denoise"] == 1.0
@@ -108,37 +122,29 @@ def test_example_uses_the_papers_settings(name, object_info):
                 assert value == expected, f"{name}: {kind}.{input_name}"
 
 
-LOAD_JS = """async ({pack, name}) => {
-    const missing = {nodes: [], models: []};
-    app.showMissingNodesError = (types) => missing.nodes.push(...types.map(t => t.type ?? t));
-    app.showMissingModelsError = (models) => missing.models.push(...models.map(m => m.name));
-    const response = await fetch(`/api/workflow_templates/${pack}/${name}.json`);  // as the templates dialog
-    await app.loadGraphData(await response.json());
-    const unknown = app.graph.nodes.filter(n => !(n.type in LiteGraph.registered_node_types)).map(n => n.type);
-    const {output} = await app.graphToPrompt();
-    return {missing, unknown, types: app.graph.nodes.map(n => n.type), output};
-}"""
-
 SWAP_JS = """(swap) => {
     const set = (node, name, value) => { node.widgets.find(w => w.name === name).value = value; };
     for (const node of app.graph.nodes) {
         if (node.type === "CheckpointLoaderSimple") set(node, "ckpt_name", swap.ckpt);
         if (node.type === "EmptyLatentImage") { set(node, "width", swap.side); set(node, "height", swap.side); }
-        if (node.type === "AEKSampler" || node.type === "BasicScheduler") set(node, "steps", swap.steps);
+        if (["AEKSampler", "KSampler", "BasicScheduler"].includes(node.type)) set(node, "steps", swap.steps);
+        if (node.type === "AEClipScore" || node.type === "AEBlipCaptionScore") set(node, "clip_model", "tiny-clip");
+        if (node.type === "AEBlipCaptionScore") set(node, "blip_model", "tiny-blip");
     }
 }"""
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_example_loads_queues_and_runs_from_the_frontend(name, page, comfy_server, small_checkpoint, object_info):
+def test_example_loads_queues_and_runs_from_the_frontend(name, page, frontend_server, small_checkpoint, object_info):
     page.errors.clear()
-    loaded = page.evaluate(LOAD_JS, {"pack": PACK_NAME, "name": name})
+    served = frontend_server.get(f"/api/workflow_templates/{PACK_NAME}/{name}.json")  # what the templates dialog loads
+    loaded = load_workflow(page, served)
     saved = workflow(name)
-    assert loaded["missing"]["nodes"] == [] and loaded["unknown"] == []
+    assert loaded["missing_nodes"] == [] and loaded["unknown"] == []
     assert sorted(loaded["types"]) == sorted(n["type"] for n in saved["nodes"])
     # the test server has only the small checkpoint: the frontend names the example's model, with its download URL
     models = [m["name"] for n in saved["nodes"] for m in n["properties"].get("models", [])]
-    assert loaded["missing"]["models"] == models
+    assert missing_models(page, models) == models
     expected = to_api_prompt(saved, object_info)
     assert {k: (n["class_type"], n["inputs"]) for k, n in loaded["output"].items()} == \
            {k: (n["class_type"], n["inputs"]) for k, n in expected.items()}
@@ -149,19 +155,25 @@ def test_example_loads_queues_and_runs_from_the_frontend(name, page, comfy_serve
     assert sent.value.status == 200, sent.value.text()
     queued = json.loads(sent.value.request.post_data)["prompt"]
     assert nodes_of(queued, "CheckpointLoaderSimple")[0]["inputs"]["ckpt_name"] == small_checkpoint.name
-    outputs = comfy_server.wait_for(sent.value.json()["prompt_id"], timeout=300)
-    assert own_errors(page, comfy_server) == []
+    outputs = frontend_server.wait_for(sent.value.json()["prompt_id"], timeout=300)
+    assert own_errors(page, frontend_server) == []
 
     saves = sorted((k for k, n in queued.items() if n["class_type"] == "SaveImage"), key=int)
     previews = sorted((k for k, n in queued.items() if n["class_type"] == "AEAttentionMapPreview"), key=int)
     assert saves and len(previews) == len(saves)
+    batch = nodes_of(queued, "EmptyLatentImage")[0]["inputs"]["batch_size"]
     images = {}
     for key in saves + previews:
-        [item] = outputs[key]["images"]
-        assert item["type"] == ("output" if key in saves else "temp")
-        images[key] = Image.open(comfy_server.base_dir / item["type"] / item["subfolder"] / item["filename"])
+        items = outputs[key]["images"]
+        assert len(items) == (batch if key in saves else 1)  # a preview draws the batch as one grid
+        assert {item["type"] for item in items} == {"output" if key in saves else "temp"}
+        images[key] = Image.open(frontend_server.base_dir / items[0]["type"] / items[0]["subfolder"] /
+                                 items[0]["filename"])
     assert all(images[k].size == (SMALL[name], SMALL[name]) for k in saves)
-    if name == "ae_compare_standard_sd15":
+    for key in (k for k, n in queued.items() if n["class_type"] in ("AEClipScore", "AEBlipCaptionScore")):
+        [table] = outputs[key]["text"]  # title, header, a line per image, the mean
+        assert len(table.splitlines()) == 2 + batch + 1, table
+    if name in COMPARISONS:
         # one seed source feeds both rows; A&E changes the latent, so its image differs from the standard one
         samplers = nodes_of(queued, "AEKSampler")
         assert samplers[0]["inputs"]["seed"] == samplers[1]["inputs"]["seed"]

@@ -110,3 +110,26 @@ def test_a_cpu_run_counts_its_gradient_passes_and_replays_none():
     assert sum(refinement) > 0
     expected = sum(1 + k for k in refinement)  # a step with k refinement iterations costs k + 1 passes
     assert record.gradient_passes == expected and record.graph_replays == 0
+
+
+def test_channels_last_stand_ins_give_the_same_convolution_and_gradient():
+    """The CUDA-graph pass swaps conv kernels for channels-last copies (inference_weights.py); on any device they
+    must compute what the NCHW aliases compute, let autograd through, and be put back afterwards."""
+    from aande_pack.nodes.engine.inference_weights import WeightAliases
+    with torch.inference_mode():
+        conv = torch.nn.Conv2d(4, 8, 3, padding=1)
+        conv.weight.copy_(torch.randn(8, 4, 3, 3, generator=torch.Generator().manual_seed(0)))
+    original = conv.weight
+    x = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(1))
+    results = []
+    for channels_last in (False, True):
+        aliases = WeightAliases(conv, channels_last=channels_last)
+        with aliases.swapped(), torch.inference_mode(False), torch.enable_grad():
+            assert conv.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+            xi = (x.contiguous(memory_format=torch.channels_last) if channels_last else x).requires_grad_(True)
+            out = conv(xi)
+            (grad,) = torch.autograd.grad(out.square().sum(), [xi])
+        results.append((out.detach(), grad))
+        assert conv.weight is original and original.is_inference()
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-5, atol=1e-4)  # another summation order

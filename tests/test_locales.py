@@ -1,11 +1,14 @@
 """locales/<lang>/nodeDefs.json (ComfyUI's custom-node translations): every node, input and output of the pack,
 read from the nodes themselves, has a non-empty translated name and tooltip in Chinese and Korean; the server
-serves them at /i18n; and the frontend's vue-i18n compiles and resolves every string under the keys the
-frontend looks up (nodeDefs.<class>.display_name, .inputs.<name>.name/.tooltip, .outputs.<index>.name/.tooltip).
+serves them at /i18n; and in both frontends the suite runs (the one ComfyUI pins and the newest), vue-i18n
+compiles and resolves every string under the keys the frontend looks up (nodeDefs.<class>.display_name,
+.inputs.<name>.name/.tooltip, .outputs.<index>.name/.tooltip), and the nodes show the names that frontend gives
+them in Chinese and Korean (screenshots under tests/output/locales/).
 
 Frontend 1.32 (ComfyUI 0.3.75) replaces a lazily loaded language's messages after merging the custom nodes'
-ones (ComfyUI_frontend issue #6748, fixed by PR #7214), so the browser test merges them the way the fixed
-frontend does before looking them up.
+ones (ComfyUI_frontend issue #6748, fixed by PR #7214: 1.58.1 merges them again after loading a language), so
+there the nodes keep their English names, and the string check merges the messages the way the fixed frontend
+does before looking them up.
 """
 import json
 import re
@@ -13,13 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from harness.browser import chromium, open_frontend, own_errors
+from harness.browser import frontend_version, open_frontend, own_errors
 from harness.host import import_comfy
 
 import_comfy()
 from aande_pack.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
 
 LOCALES = Path(__file__).resolve().parents[1] / "locales"
+SHOTS = Path(__file__).resolve().parent / "output" / "locales"
+BROWSER_LOCALES = {"zh": "zh-CN", "ko": "ko-KR"}
+# whether a frontend shows the pack's translations by itself (the README's "Translations" says the same)
+SHOWS_PACK_TRANSLATIONS = {"1.32.9": False, "1.58.1": True}
 # a translated sentence has at least one character of its script (names may stay technical: "cfg", "sigma")
 SCRIPTS = {"zh": re.compile(r"[\u4e00-\u9fff]"), "ko": re.compile(r"[\uac00-\ud7a3]")}
 NUMBER = re.compile(r"\d+(?:\.\d+)?")
@@ -91,31 +98,71 @@ def test_the_server_serves_the_translations(comfy_server):
         assert {k: v for k, v in served[lang]["nodeDefs"].items() if k in NODE_CLASS_MAPPINGS} == load(lang)
 
 
-RESOLVE_JS = """async ({lang, keys}) => {
+RESOLVE_JS = """async ({lang, keys, merge}) => {
     const vue = [...document.querySelectorAll("*")].find(e => e.__vue_app__).__vue_app__;
     const i18n = vue._context.provides[vue.__VUE_I18N_SYMBOL__].global;  // the frontend's i18n.global
-    const custom = await (await fetch("/api/i18n")).json();  // what the frontend's getCustomNodesI18n() fetches
-    i18n.mergeLocaleMessage(lang, custom[lang]);  // as the frontend does after loading a language (PR #7214)
-    i18n.locale.value = lang;
-    return keys.map(k => [k, i18n.te(k) ? i18n.t(k) : null]);
+    const own = keys.filter(k => i18n.te(k, lang));  // what the frontend resolves by itself
+    if (merge) {
+        const custom = await (await fetch("/api/i18n")).json();  // what the frontend's getCustomNodesI18n() fetches
+        i18n.mergeLocaleMessage(lang, custom[lang]);  // as the fixed frontend does after loading a language
+    }
+    return {own: own.length, resolved: keys.map(k => [k, i18n.te(k, lang) ? i18n.t(k, {}, {locale: lang}) : null])};
+}"""
+
+SHOW_NODES_JS = """(types) => {
+    app.graph.clear();
+    types.forEach((type, i) => {
+        const node = LiteGraph.createNode(type);
+        node.pos = [80 + 440 * i, 120];
+        app.graph.add(node);
+    });
+    app.canvas.setDirty(true, true);
 }"""
 
 
-def test_the_frontend_resolves_every_string(comfy_server):
-    """vue-i18n compiles each message ('@', '{', '|' would be syntax) and returns it unchanged under its key."""
-    with chromium() as browser:
-        for lang, locale in (("zh", "zh-CN"), ("ko", "ko-KR")):
-            page = open_frontend(browser, comfy_server, locale=locale)
-            page.errors.clear()
-            expected = {}
-            for key, entry in load(lang).items():
-                expected[f"nodeDefs.{key}.display_name"] = entry["display_name"]
-                expected[f"nodeDefs.{key}.description"] = entry["description"]
-                for group in ("inputs", "outputs"):
-                    for name, item in entry[group].items():
-                        for field, text in item.items():
-                            expected[f"nodeDefs.{key}.{group}.{name}.{field}"] = text
-            resolved = dict(page.evaluate(RESOLVE_JS, {"lang": lang, "keys": list(expected)}))
-            assert resolved == expected
-            assert own_errors(page, comfy_server) == []
-            page.context.close()
+def frontend_shows_translations(page):
+    """SHOWS_PACK_TRANSLATIONS for the page's frontend; a frontend not in it is a question the test cannot answer."""
+    version = frontend_version(page)
+    if version not in SHOWS_PACK_TRANSLATIONS:
+        raise KeyError(f"frontend {version}: say in SHOWS_PACK_TRANSLATIONS (and the README's Translations) whether "
+                       "it shows the pack's node names translated; the screenshots under tests/output/locales/ tell")
+    return SHOWS_PACK_TRANSLATIONS[version]
+
+
+def expected_strings(lang):
+    expected = {}
+    for key, entry in load(lang).items():
+        expected[f"nodeDefs.{key}.display_name"] = entry["display_name"]
+        expected[f"nodeDefs.{key}.description"] = entry["description"]
+        for group in ("inputs", "outputs"):
+            for name, item in entry[group].items():
+                for field, text in item.items():
+                    expected[f"nodeDefs.{key}.{group}.{name}.{field}"] = text
+    return expected
+
+
+@pytest.mark.parametrize("lang", sorted(BROWSER_LOCALES))
+def test_the_frontend_shows_and_resolves_the_translations(lang, frontend_server, browser):
+    """The nodes' titles as the page shows them (as DOM nodes, to read them): translated where the frontend keeps
+    the pack's messages, English where it drops them; then every string compiles ('@', '{', '|' would be vue-i18n
+    syntax) and resolves unchanged under its key."""
+    page = open_frontend(browser, frontend_server, locale=BROWSER_LOCALES[lang], viewport=(1900, 1000),
+                         settings={"Comfy.VueNodes.Enabled": True})
+    page.errors.clear()
+    shows = frontend_shows_translations(page)
+    types = list(load(lang))
+    page.evaluate(SHOW_NODES_JS, types)
+    titles = page.locator('[data-testid="node-title"]')
+    titles.nth(len(types) - 1).wait_for()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"frontend-{frontend_version(page)}-{lang}.png"))
+    translated = load(lang)
+    assert titles.all_inner_texts() == [translated[k]["display_name"] if shows else NODE_DISPLAY_NAME_MAPPINGS[k]
+                                        for k in types]
+
+    expected = expected_strings(lang)
+    answer = page.evaluate(RESOLVE_JS, {"lang": lang, "keys": list(expected), "merge": not shows})
+    assert answer["own"] == (len(expected) if shows else 0)
+    assert dict(answer["resolved"]) == expected
+    assert own_errors(page, frontend_server) == []
+    page.context.close()

@@ -1,4 +1,5 @@
-"""Registry metadata, and the rule that only nodes/ may touch ComfyUI: aande_core stays pure torch."""
+"""Registry metadata, and the rule that only nodes/ may touch ComfyUI: aande_core stays pure torch, aande_metrics
+plain torch and transformers."""
 import ast
 import json
 import re
@@ -6,6 +7,8 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,16 +67,19 @@ def test_requirements_pull_no_torch():
     assert not [n for n in names if n.startswith("torch")]
 
 
-def test_core_source_never_mentions_a_comfy_import():
-    hits = [f"{path.relative_to(ROOT)}:{n}" for path in sorted((ROOT / "aande_core").rglob("*.py"))
+def test_core_and_metrics_source_never_mention_a_comfy_import():
+    hits = [f"{path.relative_to(ROOT)}:{n}" for folder in ("aande_core", "aande_metrics")
+            for path in sorted((ROOT / folder).rglob("*.py"))
             for n, line in enumerate(path.read_text().splitlines(), 1)
-            if "import comfy" in line or "from comfy" in line]
+            if "import comfy" in line or "from comfy" in line or "folder_paths" in line]
     assert hits == []
 
 
-def test_core_uses_only_torch_numpy_scipy_and_the_standard_library():
-    allowed = {"torch", "numpy", "scipy"} | set(sys.stdlib_module_names)
-    for path in sorted((ROOT / "aande_core").glob("*.py")):
+@pytest.mark.parametrize("folder, extra", [("aande_core", set()), ("aande_metrics", {"transformers", "PIL"})])
+def test_core_and_metrics_use_only_what_comfyui_ships(folder, extra):
+    """aande_core: torch, numpy, scipy; aande_metrics also transformers and Pillow (both in a ComfyUI install)."""
+    allowed = {"torch", "numpy", "scipy"} | extra | set(sys.stdlib_module_names)
+    for path in sorted((ROOT / folder).glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]

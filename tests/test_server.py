@@ -45,7 +45,7 @@ def test_registration_check_catches_a_broken_pack(tmp_path):
     pack = tmp_path / "pack"
     pack.mkdir()
     shutil.copy(ROOT / "__init__.py", pack)
-    for folder in ("nodes", "aande_core", "web"):
+    for folder in ("nodes", "aande_core", "aande_metrics", "web"):
         shutil.copytree(ROOT / folder, pack / folder, ignore=shutil.ignore_patterns("__pycache__"))
     init = pack / "nodes" / "__init__.py"
     init.write_text(init.read_text() + "\nfrom . import module_broken_on_purpose  # noqa\n")

@@ -2,7 +2,7 @@
 import pytest
 
 from aande_pack.aande_core.token_match import (embedding_piece, format_tokens, select_subjects, split_words,
-                                               token_text)
+                                               subject_forms, token_text)
 
 
 def toks(*pieces, start=1):
@@ -127,3 +127,43 @@ def test_byte_level_pieces_decode_to_readable_text():
     assert token_text("cafÃ©</w>") == "café"
     assert format_tokens(tokens) == "1:café 2:na 3:ï 4:ve"
     assert positions(tokens, "Naïve") == [2]
+
+
+def test_forms_name_each_token_by_word_occurrence_and_piece():
+    # "a porcupine and a cat, a cat" (PROMPT above): the comma has no word form, so it keeps its index
+    assert subject_forms(PROMPT) == ["a", "porcupine", "porcupine[2]", "porcupine[3]", "and", "a#2", "cat", "8",
+                                     "a#3", "cat#2"]
+    twice = toks("a</w>", "por", "cup", "ine</w>", "a</w>", "por", "cup", "ine</w>")
+    assert subject_forms(twice) == ["a", "porcupine", "porcupine[2]", "porcupine[3]",
+                                    "a#2", "porcupine#2", "porcupine#2[2]", "porcupine#2[3]"]
+
+
+def test_forms_of_embeddings_name_the_embedding_and_its_vector():
+    tokens = toks("a</w>", embedding_piece("My_Pet", 1), embedding_piece("My_Pet", 2), "cat</w>",
+                  embedding_piece("My_Pet", 1), embedding_piece("My_Pet", 2))
+    assert subject_forms(tokens) == ["a", "embedding:my_pet", "embedding:my_pet[2]", "cat",
+                                     "embedding:my_pet#2", "embedding:my_pet#2[2]"]
+
+
+def test_forms_count_occurrences_as_the_resolver_does():
+    # "ca" + "t" also spells "cat" (as t + - + shirt spells "t-shirt"), so the word "cat" is its second occurrence
+    tokens = toks("ca</w>", "t</w>", "cat</w>")
+    assert subject_forms(tokens) == ["ca", "t", "cat#2"]
+    assert positions(tokens, "cat") == [1]
+
+
+def test_tokens_the_syntax_cannot_express_keep_their_index():
+    # "#", "[", "]" and "," are syntax; a number is read as an index ("5" here is token 2, not 5), so its
+    # later occurrence can still be named ("5#2"), but not its first
+    tokens = toks("x</w>", "5</w>", "#</w>", "[</w>", "]</w>", ",</w>", "5</w>")
+    assert subject_forms(tokens) == ["x", "2", "3", "4", "5", "6", "5#2"]
+
+
+@pytest.mark.parametrize("tokens", [PROMPT, toks("a</w>", "t</w>", "-</w>", "shirt</w>", "and</w>", "a</w>",
+                                                 "wild", "cat</w>", "cat</w>", "cafÃ©</w>", "na", "Ã¯", "ve</w>"),
+                                    toks(*["a</w>", "cat</w>", "1</w>", "(</w>"] * 15)])
+def test_every_form_selects_exactly_its_token(tokens):
+    forms = subject_forms(tokens)
+    assert len(forms) == len(tokens)
+    for (pos, _), form in zip(tokens, forms):
+        assert positions(tokens, form, context_len=154) == [pos], form

@@ -2,6 +2,7 @@
 import asyncio
 import sys
 import types
+from collections import Counter
 
 import pytest
 from aiohttp import web
@@ -33,19 +34,44 @@ def test_tokens_carry_position_text_chunk_and_word(family):
     assert answer["selected"] == [] and answer["error"] is None
 
 
-def test_subjects_are_resolved_or_explained():
-    answer = tokenize_request({"text": "a cat and a porcupine", "subjects": "porcupine, 2"})
-    assert answer["selected"] == [{"item": "porcupine", "pos": 5, "text": "por"}, {"item": "2", "pos": 2, "text": "cat"}]
-    answer = tokenize_request({"text": "a cat and a porcupine", "subjects": "dog"})
-    assert answer["selected"] == [] and "1:a 2:cat 3:and 4:a 5:por 6:cup 7:ine" in answer["error"]
-    assert answer["count"] == 7  # the tokens still come back for the chips
+def word_forms(text):
+    """The picker's forms for a prompt of one-token words and one "porcupine", counted here by hand: a word's
+    n-th occurrence is "word#n", porcupine's pieces are [1] (left out), [2], [3]."""
+    seen, forms = Counter(), []
+    for word in text.split():
+        seen[word] += 1
+        form = word + (f"#{seen[word]}" if seen[word] > 1 else "")
+        forms += [form, form + "[2]", form + "[3]"] if word == "porcupine" else [form]
+    return forms
 
 
-def test_embeddings_are_plain_text_here_and_no_files_are_read():
-    assert all(family_tokenizer(f).embedding_directory is None for f in ("sd1", "sd2", "sdxl"))
-    answer = tokenize_request({"text": "a embedding:pet cat"})
-    plain = [p.removesuffix("</w>") for p in HF.convert_ids_to_tokens(HF("a embedding:pet cat")["input_ids"][1:-1])]
-    assert [t["text"] for t in answer["tokens"]] == plain and ":" in plain
+@pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl"])
+def test_each_token_carries_the_word_form_that_selects_it(family):
+    # the same forms for every family, also in the second 77-token chunk
+    text = " ".join(["a green meadow with tall grass and flowers"] * 10) + " and a porcupine"
+    answer = tokenize_request({"text": text, "family": family})
+    assert [t["form"] for t in answer["tokens"]] == word_forms(text)
+    assert [t["form"] for t in answer["tokens"]][-4:] == ["a#11", "porcupine", "porcupine[2]", "porcupine[3]"]
+    # what the picker writes on a click is what the route then reports as selecting that token
+    forms = ", ".join(t["form"] for t in answer["tokens"])
+    assert tokenize_request({"text": text, "family": family, "subjects": forms})["selected"] == \
+           [{"item": t["form"], "pos": t["pos"], "text": t["text"]} for t in answer["tokens"]]
+
+
+def test_punctuation_and_numbers_keep_their_index():
+    answer = tokenize_request({"text": "a cat, 2 cats #1 [x] and a cat"})
+    assert [(t["text"], t["form"]) for t in answer["tokens"]] == [
+        ("a", "a"), ("cat", "cat"), (",", "3"), ("2", "4"), ("cats", "cats"), ("#", "6"), ("1", "7"), ("[", "8"),
+        ("x", "x"), ("]", "10"), ("and", "and"), ("a", "a#2"), ("cat", "cat#2")]
+
+
+def test_the_families_agree_on_weighted_and_escaped_prompts():
+    """Weights, escaped parentheses and a group moved whole to the next chunk shift every family alike, so the
+    picker's SD1 positions and forms are the SD2 and SDXL node's too."""
+    text = "a photo of a cat and a porcupine, \\(cat\\) " + "tall grass, " * 20 + "(a cat next to a frog:1.2)"
+    answers = {f: tokenize_request({"text": text, "family": f})["tokens"] for f in ("sd1", "sd2", "sdxl")}
+    assert answers["sd1"][-6]["pos"] == 78 and answers["sd1"][-1]["form"] == "frog"  # the group moved to chunk 2
+    assert answers["sd2"] == answers["sd1"] and answers["sdxl"] == answers["sd1"]
 
 
 @pytest.mark.parametrize("body, message", [
@@ -94,8 +120,8 @@ def test_registered_route_answers_json_and_400s(monkeypatch):
                     (bad_family.status, await bad_family.json()))
 
     ok, bad_json, bad_family = asyncio.run(exchange())
-    assert ok == (200, {"tokens": [{"pos": 1, "text": "a", "chunk": 0, "word": 0},
-                                   {"pos": 2, "text": "cat", "chunk": 0, "word": 1}],
+    assert ok == (200, {"tokens": [{"pos": 1, "text": "a", "chunk": 0, "word": 0, "form": "a"},
+                                   {"pos": 2, "text": "cat", "chunk": 0, "word": 1, "form": "cat"}],
                         "count": 2, "context_len": 77, "selected": [], "error": None})
     assert bad_json == (400, {"error": "the request body is not JSON"})
     assert bad_family[0] == 400 and "sd1, sd2, sdxl" in bad_family[1]["error"]

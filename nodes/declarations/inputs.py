@@ -1,7 +1,7 @@
 """The A&E inputs shared by the A&E nodes, with the paper's defaults and tooltips, and the settings they make."""
 from __future__ import annotations
 
-from ...aande_core.config import ATTENTION_RES, NORMALIZE_EOT, AESettings, parse_thresholds
+from ...aande_core.config import ATTENTION_RES, MEMORY_SAVING, NORMALIZE_EOT, AESettings, parse_thresholds
 from ...aande_core.selection import parse_indices
 
 _D = AESettings()
@@ -46,10 +46,19 @@ def ae_inputs() -> dict:
     }
 
 
-def optional_inputs() -> dict:
-    return {"subject_tokens": ("AE_TOKENS", {"tooltip":
-        "Deprecated: the CONDITIONING of 'Select Subject Tokens' carries the subjects. Kept so that workflows saved "
-        "with it still load; used only when the positive conditioning carries no selection."})}
+def optional_inputs(legacy_tokens: bool = True) -> dict:
+    """Inputs a workflow or API prompt saved before they existed may lack (optional, so those still load)."""
+    out = {
+        "memory_saving": (list(MEMORY_SAVING), {"default": "auto", "tooltip":
+            "The gradient pass recomputes the residual blocks' and feed-forward layers' activations in its backward "
+            "instead of keeping them: less VRAM for the pass, slower passes. auto: when ComfyUI's free VRAM is below "
+            "what the normal pass needs."}),
+    }
+    if legacy_tokens:
+        out["subject_tokens"] = ("AE_TOKENS", {"tooltip":
+            "Deprecated: the CONDITIONING of 'Select Subject Tokens' carries the subjects. Kept so that workflows "
+            "saved with it still load; used only when the positive conditioning carries no selection."})
+    return out
 
 
 def settings_from(kw: dict) -> AESettings:
@@ -60,4 +69,5 @@ def settings_from(kw: dict) -> AESettings:
         scale_range=(kw["scale_range_start"], kw["scale_range_end"]),
         thresholds=parse_thresholds(kw["thresholds"]), max_refinement_steps=kw["max_refinement_steps"],
         smooth_attentions=kw["smooth_attentions"], sigma=kw["sigma"], kernel_size=kw["kernel_size"],
-        attention_res=kw["attention_res"], normalize_eot=kw["normalize_eot"])
+        attention_res=kw["attention_res"], normalize_eot=kw["normalize_eot"],
+        memory_saving=kw.get("memory_saving", "auto"))

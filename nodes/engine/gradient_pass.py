@@ -10,7 +10,8 @@ Latents are variance-preserving: z = x / sqrt(sigma^2 + sigma_data^2) for the sa
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
+import os
+from contextlib import contextmanager, nullcontext
 
 import torch
 
@@ -19,27 +20,53 @@ from .. import compat
 from .attention_capture import AttentionCapture, StopForward
 from .graphed_pass import GraphedPass, graph_blocker
 from .inference_weights import WeightAliases
+from .recompute import recomputed_activations
 
 log = logging.getLogger("attend_and_excite")
 
+CHANNELS_LAST_SWITCH = "AANDE_CHANNELS_LAST"  # "0": the CUDA-graph pass keeps NCHW (for comparisons)
+
 
 class GradientPass:
-    def __init__(self, model, positive: dict, model_options: dict, objective: Objective, keys, map_hw, device):
+    def __init__(self, model, positive: dict, model_options: dict, objective: Objective, keys, map_hw, device,
+                 latent_shape=(), memory_saving: str = "auto"):
         """model: the BaseModel being sampled; positive: its processed positive cond; keys, map_hw: the capture
-        layers and their map size (unet_layers.layers_at)."""
+        layers and their map size (unet_layers.layers_at); memory_saving: "on", "off" or "auto" (on when ComfyUI's
+        free VRAM is below the pass's estimated need for a latent of `latent_shape`; recompute.py)."""
         self.model, self.objective = model, objective
+        self.memory_saving_mode = memory_saving
+        self.memory_saving = self._needs_memory_saving(memory_saving, latent_shape, device)
         self.sigma_data = compat.sigma_data(model)
         self.capture = AttentionCapture(keys, map_hw, grad=True)
         controls = compat.control_networks(positive)
         all_keys = [key for key, _ in compat.cross_attention_layers(model.diffusion_model)]
         self.options = self.capture.patch(model_options, all_keys, separate_skips=bool(controls))
-        self.weights = WeightAliases(model.diffusion_model, *controls)
+        self.eager_reason = "the memory-saving pass recomputes activations" if self.memory_saving else \
+            graph_blocker(device, model_options, positive, controls, model)
+        # channels-last kernels and activations where the weights stay put all run (inference_weights.py)
+        self.channels_last = self.eager_reason is None and os.environ.get(CHANNELS_LAST_SWITCH, "1") != "0"
+        self.weights = WeightAliases(model.diffusion_model, *controls, channels_last=self.channels_last)
         self.positive = [compat.cond_on_device(positive, device)]
+        # other nodes' block patches are written for inference and may change tensors autograd saved (FreeU
+        # scales part of its input in place): with them, a mutated saved tensor is kept as a copy instead
+        self._mutation_safe = compat.has_block_patches(model_options)
         self.passes = 0
-        self.eager_reason = graph_blocker(device, model_options, positive, controls, model)
         self._graph = None if self.eager_reason else GraphedPass(self.eager)
         if self.eager_reason:
             log.info("A&E: gradient pass runs eagerly, not from a CUDA graph: %s", self.eager_reason)
+
+    def _needs_memory_saving(self, mode: str, latent_shape, device) -> bool:
+        if mode != "auto":
+            return mode == "on"
+        if device.type != "cuda" or not latent_shape:
+            return False
+        needed, free = compat.pass_memory_estimate(self.model, latent_shape), compat.free_vram(device)
+        if needed <= free:
+            return False
+        log.info("A&E: the gradient pass recomputes activations to save memory: ComfyUI reports %.1f GiB of VRAM "
+                 "free and the normal pass needs about %.1f GiB (memory_saving 'off' forces the normal pass)",
+                 free / 2 ** 30, needed / 2 ** 30)
+        return True
 
     @property
     def replays(self) -> int:
@@ -61,22 +88,37 @@ class GradientPass:
         """One counted pass, from the CUDA graph where the run allows it; stops first if the user interrupted."""
         compat.throw_if_interrupted()
         self.passes += 1
-        return self._graph(z, sigma) if self._graph is not None else self.eager(z, sigma)
+        try:
+            return self._graph(z, sigma) if self._graph is not None else self.eager(z, sigma)
+        except torch.cuda.OutOfMemoryError:
+            if self.memory_saving or self.memory_saving_mode == "off":
+                raise
+        log.info("A&E: the gradient pass ran out of VRAM; it recomputes activations from now on")
+        self.release()
+        self._graph, self.memory_saving = None, True
+        self.eager_reason = "the memory-saving pass recomputes activations"
+        return self.eager(z, sigma)
 
     def eager(self, z: torch.Tensor, sigma: torch.Tensor) -> PassResult:
         """The pass without the graph (and not counted): truncated forward on the positive prompt, loss and its
         gradient w.r.t. z. Must run inside `active()`."""
         z = z.detach().requires_grad_(True)
         sigma = sigma.detach().clone()  # a tensor made under inference mode cannot be saved for backward
-        self.capture.begin()
-        try:
-            compat.calc_cond_batch(self.model, [self.positive], z * self.scale(sigma.to(z.dtype), z.dim()), sigma,
-                                   self.options)
-        except StopForward:
-            pass
-        return self.objective.loss(self.capture.end(), z)
+        with torch.autograd.graph.allow_mutation_on_saved_tensors() if self._mutation_safe else nullcontext(), \
+                recomputed_activations(self.model.diffusion_model) if self.memory_saving else nullcontext():
+            self.capture.begin()
+            x = z * self.scale(sigma.to(z.dtype), z.dim())
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            try:
+                compat.calc_cond_batch(self.model, [self.positive], x, sigma, self.options)
+            except StopForward:
+                pass
+            return self.objective.loss(self.capture.end(), z)
 
     def release(self) -> None:
-        """Free the CUDA graph and its memory pool (no pass is left in the run)."""
+        """Free the CUDA graph, its memory pool and the weights' channels-last copies (no pass is left in the
+        run); the pass holds itself through its graph, so this must not wait for the garbage collector."""
         if self._graph is not None:
             self._graph.release()
+        self.weights.release()

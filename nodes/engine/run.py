@@ -66,7 +66,7 @@ class Run:
         self.gradient_pass = self.recorder = None
         if settings.attend_and_excite:
             self.gradient_pass = GradientPass(self.model, positive, model_options, self.objective, keys, map_hw,
-                                              latent.device)
+                                              latent.device, tuple(latent.shape), settings.memory_saving)
         else:
             self.recorder = AttentionCapture(keys, map_hw, grad=False)
         self.step = 0

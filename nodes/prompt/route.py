@@ -1,4 +1,5 @@
-"""POST /aande/tokenize: the prompt's tokens and indices for the token picker (web/js/token_picker.js).
+"""POST /aande/tokenize: the prompt's tokens, their indices and the subject item that selects each (its word form
+where one is exact, else its index), for the token picker (web/js/token_picker.js).
 
 Uses ComfyUI's bundled tokenizer vocabularies only: no model is loaded and no embedding file is read, so
 "embedding:name" shows as plain text here (the node itself resolves embeddings with the loaded CLIP).
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from ...aande_core.token_match import select_subjects, split_words, token_text
+from ...aande_core.token_match import select_subjects, split_words, subject_forms, token_text
 from .. import compat
 from .tokens import prompt_tokens
 
@@ -41,8 +42,8 @@ def tokenize_request(body) -> dict:
     word_of = {pos: i for i, word in enumerate(split_words(tokens)) for pos, _ in word.tokens}
     chunk = compat.chunk_length(tokenizer)
     answer = {
-        "tokens": [{"pos": pos, "text": token_text(piece), "chunk": pos // chunk, "word": word_of[pos]}
-                   for pos, piece in tokens],
+        "tokens": [{"pos": pos, "text": token_text(piece), "chunk": pos // chunk, "word": word_of[pos],
+                    "form": form} for (pos, piece), form in zip(tokens, subject_forms(tokens))],
         "count": len(tokens),
         "context_len": context_len,
         "selected": [],

@@ -36,8 +36,9 @@ UNET = {
 SD_SCALE_FACTOR = 0.18215  # SD1.5's latent scale, as TAESD's vae_scale
 
 
-def build_state_dict():
-    """The whole checkpoint as fp16 tensors (modules are built on the meta device: only their key shapes count)."""
+def build_state_dict(unet_config=None, seed=SEED):
+    """The whole checkpoint as fp16 tensors (modules are built on the meta device: only their key shapes count);
+    unet_config: another SD1-family UNet (default: the small one above; bench/runner_throughput.py uses SD1.5's)."""
     logging.getLogger().setLevel(logging.ERROR)  # ComfyUI's import warns about optional audio models
     import_comfy()
     import comfy.clip_model
@@ -48,18 +49,18 @@ def build_state_dict():
 
     ops = comfy.ops.disable_weight_init
     meta = torch.device("meta")
-    unet = UNetModel(**UNET, dtype=torch.float16, device=meta, operations=ops)
+    unet = UNetModel(**(unet_config or UNET), dtype=torch.float16, device=meta, operations=ops)
     with open(Path(comfy.sd1_clip.__file__).with_name("sd1_clip_config.json")) as f:
         clip_config = json.load(f)
     clip = comfy.clip_model.CLIPTextModel(clip_config, torch.float16, meta, ops)
     with torch.device("meta"):
         vae = comfy.taesd.taesd.TAESD()
 
-    sd = random_state_dict(unet, SEED, torch.float16, "model.diffusion_model.")
+    sd = random_state_dict(unet, seed, torch.float16, "model.diffusion_model.")
     # LDM checkpoints hold the bare HF CLIPTextModel: no text projection (ComfyUI treats it as optional)
-    clip_sd = random_state_dict(clip, SEED + 1, torch.float16, "cond_stage_model.transformer.")
+    clip_sd = random_state_dict(clip, seed + 1, torch.float16, "cond_stage_model.transformer.")
     sd.update({k: v for k, v in clip_sd.items() if ".text_projection." not in k})
-    sd.update(random_state_dict(vae, SEED + 2, torch.float16, "first_stage_model."))
+    sd.update(random_state_dict(vae, seed + 2, torch.float16, "first_stage_model."))
     sd["first_stage_model.vae_scale"] = torch.tensor(SD_SCALE_FACTOR, dtype=torch.float16)
     sd["first_stage_model.vae_shift"] = torch.tensor(0.0, dtype=torch.float16)
     return sd

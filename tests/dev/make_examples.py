@@ -99,11 +99,19 @@ ABOUT_CUSTOM = (
     "ddim_uniform steps. The preview also takes the decoded image, so it runs after sampling.")
 
 
-def comparison():
-    """Example (b): the same seed through an A&E KSampler with A&E off and one with A&E on."""
+ABOUT_SCORES = (
+    "Standard and Attend-and-Excite on the same 4 seeds (the latent's batch), scored with the paper's metrics: "
+    "CLIP Score (full prompt and the weaker half) and BLIP Caption Score show a table per image, to rank the "
+    "seeds and compare the two rows. Type the prompt into the score nodes too. The metric models go in "
+    "models/aande_clip/clip-vit-base-patch16 and models/aande_blip/blip-image-captioning-base (see the README).")
+
+
+def comparison(name="ae_compare_standard_sd15", about=ABOUT_COMPARE, scores=False):
+    """Example (b): the same seed through an A&E KSampler with A&E off and one with A&E on; with `scores`,
+    example (f): a batch of 4 seeds per row, each row's images scored by CLIP Score and BLIP Caption Score."""
     rows = {"std": (80, False, "Standard (attend_and_excite off)"), "ae": (800, True, "Attend-and-Excite")}
-    nodes = [loader([40, 80], SD15), note([40, 640], [320, 260], ABOUT_COMPARE), *prompts(400, 80),
-             node("latent", "EmptyLatentImage", [400, 620]),
+    nodes = [loader([40, 80], SD15), note([40, 640], [320, 260], about), *prompts(400, 80),
+             node("latent", "EmptyLatentImage", [400, 620], widgets={"batch_size": 4} if scores else None),
              node("seed", "PrimitiveInt", [400, 800], title="seed (both samplers)",
                   widgets={"value": 0, "control_after_generate": "fixed"})]
     links = list(PROMPT_LINKS)
@@ -122,8 +130,15 @@ def comparison():
                   (f"{row}_decode", "IMAGE", f"{row}_save", "images"),
                   (f"{row}_ae", "attention", f"{row}_preview", "attention"),
                   (f"{row}_decode", "IMAGE", f"{row}_preview", "image")]
-        groups.append({"title": title, "bounding": [900, y - 20, 1330, 700]})
-    return {"name": "ae_compare_standard_sd15", "nodes": nodes, "links": links, "groups": groups}
+        if scores:
+            nodes += [node(f"{row}_clip", "AEClipScore", [2250, y + 40], size=[460, 300],
+                           widgets={"prompt": PROMPT}),
+                      node(f"{row}_blip", "AEBlipCaptionScore", [2250, y + 380], size=[460, 280],
+                           widgets={"prompt": PROMPT})]
+            links += [(f"{row}_decode", "IMAGE", f"{row}_clip", "images"),
+                      (f"{row}_decode", "IMAGE", f"{row}_blip", "images")]
+        groups.append({"title": title, "bounding": [900, y - 20, 1840 if scores else 1330, 700]})
+    return {"name": name, "nodes": nodes, "links": links, "groups": groups}
 
 
 def custom_sampler():
@@ -159,8 +174,43 @@ def custom_sampler():
     }
 
 
+ABOUT_PATCH = (
+    "Attend-and-Excite as a model patch: Apply Attend-and-Excite patches the MODEL, and ComfyUI's own KSampler "
+    "samples with it (KSampler (Advanced), SamplerCustomAdvanced or another pack's sampler node work the same "
+    "way). The subjects come from Select Subject Tokens through the positive conditioning. The stock KSampler "
+    "has the paper's sampling settings: 50 steps, CFG 7.5, ddim + ddim_uniform.")
+
+
+def model_patch():
+    """Example (e): Load Checkpoint -> Apply Attend-and-Excite -> the stock KSampler, with the attention preview."""
+    return {
+        "name": "ae_apply_ksampler_sd15",
+        "nodes": [
+            loader([40, 80], SD15),
+            note([40, 260], [320, 300], ABOUT_PATCH),
+            *prompts(400, 80),
+            node("latent", "EmptyLatentImage", [400, 620]),
+            node("apply", "AEApplyAttendAndExcite", [880, 80], size=[330, 0]),
+            node("sample", "KSampler", [1250, 80], size=[300, 480],
+                 widgets={"control_after_generate": "fixed", "steps": 50, "cfg": 7.5, "sampler_name": "ddim",
+                          "scheduler": "ddim_uniform"}),
+            node("decode", "VAEDecode", [1590, 80]),
+            node("save", "SaveImage", [1590, 190], size=[380, 440],
+                 widgets={"filename_prefix": "aande/apply_ksampler"}),
+            node("preview", "AEAttentionMapPreview", [2010, 80], size=[520, 560]),
+        ],
+        "links": [*PROMPT_LINKS, ("ckpt", "MODEL", "apply", "model"), ("apply", "MODEL", "sample", "model"),
+                  ("pos", "conditioning", "sample", "positive"), ("neg", "CONDITIONING", "sample", "negative"),
+                  ("latent", "LATENT", "sample", "latent_image"), ("sample", "LATENT", "decode", "samples"),
+                  ("ckpt", "VAE", "decode", "vae"), ("decode", "IMAGE", "save", "images"),
+                  ("apply", "attention", "preview", "attention"), ("decode", "IMAGE", "preview", "image")],
+        "groups": [],
+    }
+
+
 GRAPHS = [txt2img("ae_txt2img_sd15", SD15, 512, ABOUT_SD15), comparison(),
-          txt2img("ae_txt2img_sdxl", SDXL, 1024, ABOUT_SDXL), custom_sampler()]
+          txt2img("ae_txt2img_sdxl", SDXL, 1024, ABOUT_SDXL), custom_sampler(), model_patch(),
+          comparison("ae_compare_scores_sd15", ABOUT_SCORES, scores=True)]
 
 BUILD_JS = """async (spec) => {
     app.graph.clear();

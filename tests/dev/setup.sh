@@ -83,15 +83,30 @@ for ver in "${!HOSTS[@]}"; do
   fi
 done
 
-# 4. headless chromium for the browser tests (Debian's)
-if [ ! -x /usr/bin/chromium ]; then
-  say "installing Debian chromium"
+# 4. headless chromium for the browser tests (Debian's), and a font with Chinese and Hangul glyphs, without
+# which the translation tests' screenshots show empty boxes for every translated name
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -f /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ] || missing+=(fonts-wqy-zenhei)
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq chromium >/dev/null
+  apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# 5. the deterministic small SD1.5 checkpoint (random weights; generated, never committed)
+# 5. the newest ComfyUI frontend, which the browser tests run beside the one ComfyUI 0.3.75 pins (1.32.9):
+# only its static files are used (main.py --front-end-root, tests/harness/server.py NEWEST_FRONTEND)
+frontend=1.58.1
+front="$dev/frontend-$frontend"
+if ! stamp_ok "frontend-$frontend" "$frontend" || [ ! -f "$front/comfyui_frontend_package/static/index.html" ]; then
+  say "installing comfyui-frontend-package $frontend into $front"
+  rm -rf "$front"
+  "${pipc[@]}" --no-deps --target "$front" "comfyui-frontend-package==$frontend"
+  stamp_set "frontend-$frontend" "$frontend"
+fi
+
+# 6. the deterministic small SD1.5 checkpoint (random weights; generated, never committed)
 key=$(hash_of "$here/make_checkpoint.py" "$root/tests/harness/weights.py")
 if ! stamp_ok checkpoint "$key" || [ ! -f "$dev/models/checkpoints/aande-small-sd15.safetensors" ]; then
   say "generating the small SD1.5 checkpoint"

@@ -67,6 +67,8 @@ def import_comfy(comfy_dir: str | Path | None = None, cpu: bool = True):
     """
     if "comfy.samplers" in sys.modules:
         return sys.modules["comfy"]
+    import_pack()
+    from aande_pack.aande_eval.comfy_library import import_comfyui
     folder = find_comfyui(comfy_dir)
     stand_in = importlib.util.find_spec("torchvision") is None
     av_stand_in = importlib.util.find_spec("av") is None
@@ -79,23 +81,15 @@ def import_comfy(comfy_dir: str | Path | None = None, cpu: bool = True):
     site = host_site(folder)
     if site.is_dir():
         sys.path.insert(0, str(site))
-    sys.path.insert(0, str(folder))
     if stand_in:
         sys.path.insert(0, str(STUBS))
     if av_stand_in:
         sys.path.insert(0, str(AV_STUB))
     try:
-        from comfy.cli_args import args
-        args.cpu = cpu
-        import comfy.model_management  # noqa: F401  (must follow args.cpu)
+        import_comfyui(folder, cpu)
         import comfy.model_patcher  # noqa: F401
-        import comfy.sample  # noqa: F401
-        import comfy.samplers  # noqa: F401
-        import comfy.sd  # noqa: F401
         import comfy.supported_models  # noqa: F401
         import comfy.utils  # noqa: F401
-        import latent_preview  # noqa: F401
-        import nodes  # noqa: F401  (ComfyUI's nodes.py: the A&E KSampler samples through its common_ksampler)
     finally:
         if av_stand_in:
             sys.path.remove(str(AV_STUB))

@@ -17,8 +17,20 @@ from pathlib import Path
 
 from harness.host import COMFY_DIR, ROOT, STUBS, host_site
 
+SERVER_SITE = ROOT / "tests" / "dev" / "server_site"  # its sitecustomize hides STUBS from transformers
+
 PACK_NAME = "attend-and-excite"
 OUTPUT_DIR = ROOT / "tests" / "output"  # git-ignored: server logs, for debugging
+# the newest ComfyUI frontend, which tests/dev/setup.sh installs beside the one ComfyUI pins (keep both in step)
+NEWEST_FRONTEND = "1.58.1"
+
+
+def newest_frontend_root():
+    """The static files of the newest frontend (for ComfyServer's front_end_root); a clear error when missing."""
+    static = ROOT / ".dev" / f"frontend-{NEWEST_FRONTEND}" / "comfyui_frontend_package" / "static"
+    if not (static / "index.html").is_file():
+        raise FileNotFoundError(f"frontend {NEWEST_FRONTEND} is not at {static}: run `bash tests/dev/setup.sh`")
+    return static
 
 
 class ServerError(RuntimeError):
@@ -41,14 +53,20 @@ def _free_port():
 
 
 class ComfyServer:
-    """`python main.py --cpu` on a fresh base directory: custom_nodes/<PACK_NAME> links to `pack_dir` and
-    models/checkpoints/ links to each of `checkpoints`."""
+    """`python main.py --cpu` on a fresh base directory: custom_nodes/<PACK_NAME> links to `pack_dir`, each folder
+    of `extra_custom_nodes` is linked beside it under its own name (test-only node packs such as
+    tests/demo_nodes/aande_toy_loader), and models/checkpoints/ links to each of `checkpoints`. The frontend is
+    the one the host pins, or the static files at `front_end_root` (--front-end-root), to test the pack in
+    another frontend version."""
 
-    def __init__(self, base_dir, pack_dir=ROOT, checkpoints=(), log_name="server"):
+    def __init__(self, base_dir, pack_dir=ROOT, checkpoints=(), log_name="server", front_end_root=None,
+                 extra_custom_nodes=()):
         self.base_dir = Path(base_dir)
         self.pack_dir = Path(pack_dir)
         self.checkpoints = [Path(c) for c in checkpoints]
+        self.extra_custom_nodes = [Path(p) for p in extra_custom_nodes]
         self.log_name = log_name
+        self.front_end_root = None if front_end_root is None else Path(front_end_root)
         self.log_path = None
         self.port = None
         self.process = None
@@ -60,6 +78,8 @@ class ComfyServer:
     def start(self, timeout=120):
         (self.base_dir / "custom_nodes").mkdir(parents=True, exist_ok=True)
         (self.base_dir / "custom_nodes" / PACK_NAME).symlink_to(self.pack_dir.resolve(), target_is_directory=True)
+        for folder in self.extra_custom_nodes:
+            (self.base_dir / "custom_nodes" / folder.name).symlink_to(folder.resolve(), target_is_directory=True)
         models = self.base_dir / "models" / "checkpoints"
         models.mkdir(parents=True, exist_ok=True)
         for ckpt in self.checkpoints:
@@ -68,14 +88,15 @@ class ComfyServer:
         # named by port: test sessions running side by side must not share a log
         self.log_path = OUTPUT_DIR / f"{self.log_name}-{COMFY_DIR.name}-{self.port}.log"
         path = [str(host_site(COMFY_DIR))] if host_site(COMFY_DIR).is_dir() else []
-        path += [str(STUBS)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+        path += [str(SERVER_SITE), str(STUBS)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
         env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(path))
         OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+        frontend = [] if self.front_end_root is None else ["--front-end-root", str(self.front_end_root)]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, str(COMFY_DIR / "main.py"), "--cpu", "--listen", "127.0.0.1",
                  "--port", str(self.port), "--base-directory", str(self.base_dir),
-                 "--database-url", "sqlite:///:memory:", "--disable-auto-launch"],
+                 "--database-url", "sqlite:///:memory:", "--disable-auto-launch", *frontend],
                 cwd=self.base_dir, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -2,7 +2,8 @@
 
 The frontend stores a node's widget values as a list in widget order: the node's widget inputs in
 /object_info's input_order (required, then optional), each INT or COMBO with `control_after_generate` followed by
-its control value ("fixed", "randomize", ...). A widget input fed by a link takes the link instead. This is
+its control value ("fixed", "randomize", ...). A widget input fed by a link takes the link instead; a widget the
+node gained after the workflow was saved gets its default, as in the frontend. This is
 what the frontend's graphToPrompt does for plain graphs; tests/test_examples.py checks the two agree on every
 example. Frontend-only nodes other than notes (reroutes, legacy primitives, groups of nodes) are refused.
 """
@@ -42,8 +43,12 @@ def to_api_prompt(workflow: dict, object_info: dict) -> dict:
                 spec = info["input"][section][name]
                 if _is_widget(spec):
                     if not values:
-                        raise ValueError(f"node {node['id']} ({kind}) has fewer widget values than inputs: "
-                                         f"re-save the workflow in the frontend")
+                        # a widget added after the workflow was saved: the frontend gives it its default
+                        if "default" not in ((spec[1] if len(spec) > 1 else {}) or {}):
+                            raise ValueError(f"node {node['id']} ({kind}) has fewer widget values than inputs: "
+                                             f"re-save the workflow in the frontend")
+                        inputs[name] = spec[1]["default"]
+                        continue
                     inputs[name] = values.pop(0)
                     if _has_control(spec):
                         values.pop(0)

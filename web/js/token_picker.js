@@ -1,9 +1,10 @@
 // Token picker for "Select Subject Tokens": the prompt's tokens as chips with their context positions,
-// refreshed as the prompt changes (debounced POST /aande/tokenize). Clicking a chip toggles it in `subjects`
-// in index form ("2, 5"): an index is unambiguous, whereas a word would mean its first token and its first
-// occurrence. Subjects typed as words stay as typed; their tokens are highlighted too, and clicking one
-// removes that word. The chips come from the bundled SD1 vocabulary (SD2 and SDXL place every word at the
-// same position); "embedding:name" shows as text here, the node resolves it with the loaded CLIP.
+// refreshed as the prompt changes (debounced POST /aande/tokenize). Clicking a chip adds to `subjects` the item
+// the route gives as that token's form: its word form ("cat", "cat#2", "porcupine[2]") when that form selects
+// exactly this token, because a word follows the prompt when it is edited and an index does not; else its index.
+// Clicking a selected chip removes whatever item selected it (a word, typed or clicked, or an index). The chips
+// come from the bundled SD1 vocabulary (SD2 and SDXL place every word at the same position); "embedding:name"
+// shows as text here, the node resolves it with the loaded CLIP.
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
 
@@ -42,21 +43,22 @@ function chainCallback(widget, fn) {
   };
 }
 
-// "2 5, cat" -> removing position 5 gives "2, cat"; a word item goes when it selected `pos`
-function toggleSubject(subjects, pos, selected) {
+// Toggle `token` in the subjects text. Selected: drop the items that select it (the route's `selected`, an index
+// list holding its position, or its own form, also while the route reports an error), "2 5, cat" -> "2, cat" for
+// position 5. Not selected: append its form.
+function toggleSubject(subjects, token, selected) {
   const items = subjects.split(",").map((s) => s.trim()).filter((s) => s);
   const isIndices = (item) => /^[+-]?\d+(\s+[+-]?\d+)*$/.test(item);
-  const chosen = new Set(selected.map((s) => s.pos));
-  if (!chosen.has(pos) && !items.some((item) => isIndices(item) && item.split(/\s+/).map(Number).includes(pos))) {
-    return [...items, String(pos)].join(", ");
-  }
-  const wordItems = new Set(selected.filter((s) => s.pos === pos).map((s) => s.item));
+  const selecting = new Set(selected.filter((s) => s.pos === token.pos).map((s) => s.item));
+  selecting.add(token.form);
+  const holdsPos = (item) => isIndices(item) && item.split(/\s+/).map(Number).includes(token.pos);
+  if (!items.some((item) => selecting.has(item) || holdsPos(item))) return [...items, token.form].join(", ");
   const kept = [];
   for (const item of items) {
     if (isIndices(item)) {
-      const rest = item.split(/\s+/).filter((p) => Number(p) !== pos);
+      const rest = item.split(/\s+/).filter((p) => Number(p) !== token.pos);
       if (rest.length) kept.push(rest.join(" "));
-    } else if (!wordItems.has(item)) {
+    } else if (!selecting.has(item)) {
       kept.push(item);
     }
   }
@@ -106,14 +108,16 @@ function setupPicker(node) {
       if (chosen.has(token.pos)) chip.classList.add("aande-selected");
       word = token.word;
       chip.dataset.pos = String(token.pos);
-      chip.title = `position ${token.pos}: click to ${chosen.has(token.pos) ? "remove it from" : "add it to"} subjects`;
+      chip.dataset.form = token.form;
+      chip.title = chosen.has(token.pos) ? `position ${token.pos}: click to remove it from subjects`
+        : `position ${token.pos}: click to add "${token.form}" to subjects`;
       chip.append(token.text);
       const sub = document.createElement("sub");
       sub.textContent = String(token.pos);
       chip.appendChild(sub);
       chip.addEventListener("click", (event) => {
         event.stopPropagation();
-        subjectsWidget.value = toggleSubject(String(subjectsWidget.value ?? ""), token.pos, selected);
+        subjectsWidget.value = toggleSubject(String(subjectsWidget.value ?? ""), token, selected);
         subjectsWidget.callback?.(subjectsWidget.value);
         node.setDirtyCanvas(true, true);
       });
@@ -124,7 +128,7 @@ function setupPicker(node) {
     if (!answer.count && !answer.error) notes.push(["aande-note aande-info", "type a prompt to see its tokens"]);
     if (/(^|[\s(])embedding:/.test(text)) {
       notes.push(["aande-note aande-info", "embeddings show as text here; the node gives them one position per " +
-        "vector, so select the words after one by word, not by index"]);
+        "vector, so select the words after one by word, not by index, and an embedding by typing embedding:name"]);
     }
     for (const [className, message] of notes) {
       const div = document.createElement("div");

@@ -1,0 +1,238 @@
+"""Train the toy model: `python -m toyworld.train --out WEIGHTS [--device cuda] [--seed 0]`.
+
+One GPU, a few minutes (defaults sized for an H200; docs/efficacy_design.md), deterministic from --seed up to the
+GPU's own non-determinism: the data pool, the initial weights and every training draw come from the seed. The
+data is a pool of world scenes drawn once (world.draw_pool) with random horizontal flips; each caption is encoded
+once by the toy CLIP, exactly as CLIP Text Encode would encode it at sampling time. The noise schedule is the one
+ComfyUI samples with (the SD15 model's model_sampling: scaled-linear betas 0.00085..0.012 over 1000 steps), the
+loss eps-MSE on the UNet itself, the optimiser AdamW with a short warm-up and a constant rate, and the saved
+weights are an exponential moving average (EMA), fp16, with every setting in the file's metadata.
+
+--max-train-s stops training early (recorded in the metadata) so that a device job keeps its time budget;
+--save-every-s rewrites the weights file while training, so a job cut short still leaves weights.
+--device cpu --quick is the CPU check: a tiny pool and a few steps, and the loss on a fixed batch must fall.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from . import model as toy_model
+from . import text_encoder, unet, world
+from .comfy_host import import_comfy
+
+GPU_DEFAULTS = {"steps": 4000, "batch": 512, "pool": 100_000, "lr": 5e-4, "warmup": 250, "ema": 0.999,
+                "log_every": 100, "eval_batch": 512}
+QUICK_DEFAULTS = {"steps": 8, "batch": 4, "pool": 32, "lr": 1e-3, "warmup": 0, "ema": 0.9,
+                  "log_every": 2, "eval_batch": 8}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m toyworld.train", description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, required=True, help="the weights file to write (.safetensors)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cuda", help="cuda (default) or cpu")
+    p.add_argument("--quick", action="store_true", help="the CPU check: a tiny pool and a few steps")
+    for name, value in GPU_DEFAULTS.items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=None,
+                       help=f"default {value} ({QUICK_DEFAULTS[name]} with --quick)")
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--max-train-s", type=float, default=float("inf"),
+                   help="stop training after this many seconds of the training loop (the metadata says so)")
+    p.add_argument("--save-every-s", type=float, default=60.0, help="rewrite --out this often while training")
+    p.add_argument("--workers", type=int, default=0, help="processes drawing the pool (default: the CPU count)")
+    args = p.parse_args(argv)
+    defaults = QUICK_DEFAULTS if args.quick else GPU_DEFAULTS
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.steps < 1 or args.batch < 1 or args.pool < 1:
+        p.error("--steps, --batch and --pool must be at least 1")
+    return args
+
+
+def log(message: str) -> None:
+    print(f"[train {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def encode_captions(captions: list[str], device) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """(contexts (U, 77, 768) of the U distinct captions, the index into them of each caption, the text
+    encoder's digest), on `device`; encoded by the toy CLIP on the CPU, as CLIP Text Encode encodes a prompt."""
+    clip, digest = text_encoder.build_clip("cpu")
+    distinct = sorted(set(captions))
+    with torch.inference_mode():
+        contexts = torch.cat([text_encoder.encode(clip, c) for c in distinct])
+    where = {c: i for i, c in enumerate(distinct)}
+    index = torch.tensor([where[c] for c in captions])
+    return contexts.clone().to(device), index.to(device), digest
+
+
+class Batches:
+    """Training batches from the pool: images as the UNet's x0 (RGB in [-1, 1] and a zero channel, the toy VAE's
+    latent after ComfyUI's process_latent_in), flipped at random, with their caption contexts."""
+
+    def __init__(self, images, caption_index, contexts, generator):
+        self.images = images            # (N, 3, 32, 32) uint8 on the device
+        self.caption_index = caption_index
+        self.contexts = contexts
+        self.generator = generator
+
+    def x0(self, idx, flip):
+        x = self.images[idx].float() / 127.5 - 1.0
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        return torch.cat([x, torch.zeros_like(x[:, :1])], dim=1)
+
+    def draw(self, batch):
+        g, device = self.generator, self.images.device
+        idx = torch.randint(0, self.images.shape[0], (batch,), generator=g, device=device)
+        flip = torch.rand(batch, generator=g, device=device) < 0.5
+        return self.x0(idx, flip), self.contexts[self.caption_index[idx]]
+
+
+def diffusion_loss(net, x0, context, alphas_cumprod, t, noise, autocast):
+    """eps-MSE at timesteps t: x_t = sqrt(abar) x0 + sqrt(1 - abar) eps, which is exactly what ComfyUI's EPS
+    sampling hands the UNet (x / sqrt(sigma^2 + 1) with sigma^2 = (1 - abar) / abar, timestep t)."""
+    abar = alphas_cumprod[t][:, None, None, None]
+    xt = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+    with autocast:
+        pred = net(xt, t.float(), context)
+    return torch.nn.functional.mse_loss(pred.float(), noise)
+
+
+def train(args) -> dict:
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: use --device cpu --quick for the CPU check")
+    started = time.perf_counter()
+    torch.manual_seed(args.seed)
+    # the pool first: its worker processes fork before ComfyUI's import initialises CUDA
+    workers = args.workers or ((os.cpu_count() or 1) if device.type == "cuda" else 1)
+    images, captions = world.draw_pool(args.pool, args.seed, workers=workers)
+    log(f"pool: {len(captions)} scenes ({captions.count('')} captions empty) in {time.perf_counter() - started:.1f} s "
+        f"with {workers} processes")
+    import_comfy(cpu=device.type == "cpu")
+    encoding = time.perf_counter()
+    contexts, caption_index, clip_digest = encode_captions(captions, device)
+    distinct = contexts.shape[0]
+    log(f"captions: {distinct} distinct, encoded in {time.perf_counter() - encoding:.1f} s")
+    pool = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
+
+    base = unet.build_model(unet.UNET_CONFIG, device)
+    net = base.diffusion_model
+    unet.init_weights_(net, args.seed)
+    net.train().requires_grad_(True)
+    params = [p for p in net.parameters()]
+    ema = [p.detach().clone() for p in params]
+    n_params = sum(p.numel() for p in params)
+    alphas_cumprod = (1.0 / (1.0 + base.model_sampling.sigmas.float() ** 2)).to(device)
+    log(f"UNet: {n_params / 1e6:.2f} M parameters; schedule from ComfyUI's model_sampling "
+        f"({len(alphas_cumprod)} steps, sigma {float(base.model_sampling.sigmas[0]):.4f}.."
+        f"{float(base.model_sampling.sigmas[-1]):.2f})")
+
+    cuda = device.type == "cuda"
+    optimiser = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=args.weight_decay,
+                                  fused=cuda)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
+    generator = torch.Generator(device).manual_seed(args.seed)
+    batches = Batches(pool, caption_index, contexts, generator)
+
+    # a fixed evaluation batch (its own generator): the loss there, before and after, says whether training worked
+    eval_gen = torch.Generator(device).manual_seed(args.seed + 1)
+    eval_x0, eval_ctx = Batches(pool, caption_index, contexts, eval_gen).draw(args.eval_batch)
+    eval_t = torch.randint(0, len(alphas_cumprod), (args.eval_batch,), generator=eval_gen, device=device)
+    eval_noise = torch.randn(eval_x0.shape, generator=eval_gen, device=device)
+
+    def eval_loss(weights):
+        saved = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            for p, w in zip(params, weights):
+                p.copy_(w)
+            net.eval()
+            loss = float(diffusion_loss(net, eval_x0, eval_ctx, alphas_cumprod, eval_t, eval_noise, autocast))
+            net.train()
+            for p, s in zip(params, saved):
+                p.copy_(s)
+        return loss
+
+    settings = {"seed": args.seed, "steps": args.steps, "batch": args.batch, "pool": args.pool, "lr": args.lr,
+                "warmup": args.warmup, "ema": args.ema, "weight_decay": args.weight_decay, "betas": [0.9, 0.99],
+                "grad_clip": 1.0, "flips": "horizontal, p=0.5", "caption_drop": world.CAPTION_DROP,
+                "schedule": "ComfyUI SD15 model_sampling (scaled_linear 0.00085..0.012, 1000 steps)",
+                "loss": "eps MSE, t uniform on 0..999", "precision": "bf16 autocast" if cuda else "fp32",
+                "quick": args.quick, "max_train_s": args.max_train_s, "device": str(device),
+                "device_name": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
+                "torch": torch.__version__, "unet_parameters": n_params, "distinct_captions": distinct}
+    before = eval_loss(params)
+    log(f"eval loss before training: {before:.4f}")
+    names = [n for n, _ in net.named_parameters()]
+
+    def save(progress: dict):
+        """Write the EMA weights (the UNet's buffers as they are) with the settings and `progress`."""
+        state = {**net.state_dict(), **dict(zip(names, ema))}
+        return toy_model.save(args.out, state, unet.UNET_CONFIG, clip_digest,
+                              {**settings, "eval_loss_before": before, **progress})
+
+    loop_start = last_save = time.perf_counter()
+    history, running, counted = [], torch.zeros((), device=device), 0
+    stopped_early, step = False, 0
+    for step in range(1, args.steps + 1):
+        lr = args.lr * min(1.0, step / args.warmup) if args.warmup else args.lr
+        for group in optimiser.param_groups:
+            group["lr"] = lr
+        x0, context = batches.draw(args.batch)
+        t = torch.randint(0, len(alphas_cumprod), (args.batch,), generator=generator, device=device)
+        noise = torch.randn(x0.shape, generator=generator, device=device)
+        loss = diffusion_loss(net, x0, context, alphas_cumprod, t, noise, autocast)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimiser.step()
+        decay = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - decay)
+        running += loss.detach()
+        counted += 1
+        now = time.perf_counter()
+        if step % args.log_every == 0 or step == args.steps:
+            mean = float(running) / counted
+            history.append([step, round(mean, 5)])
+            log(f"step {step}/{args.steps}: loss {mean:.4f}, lr {lr:.2e}, {step / (now - loop_start):.1f} steps/s")
+            running.zero_()
+            counted = 0
+        if now - loop_start >= args.max_train_s and step < args.steps:
+            stopped_early = True
+            log(f"stopping at step {step}: --max-train-s {args.max_train_s:g} reached")
+            break
+        if now - last_save >= args.save_every_s:
+            save({"steps_done": step, "in_progress": True, "train_seconds": round(now - loop_start, 1),
+                  "loss_history": history})
+            last_save = now
+    seconds = time.perf_counter() - loop_start
+    after = eval_loss(ema)
+    log(f"eval loss after training (EMA weights): {after:.4f} (before {before:.4f}); {step} steps in {seconds:.1f} s")
+    path = save({"steps_done": step, "stopped_early": stopped_early, "train_seconds": round(seconds, 1),
+                 "eval_loss_after": after, "loss_history": history})
+    summary = {"out": str(path), "steps_done": step, "stopped_early": stopped_early, "train_seconds": round(seconds, 1),
+               "total_seconds": round(time.perf_counter() - started, 1), "eval_loss_before": before,
+               "eval_loss_after": after, "loss_history": history, "unet_parameters": n_params,
+               "file_bytes": path.stat().st_size}
+    log("summary " + json.dumps(summary))
+    return summary
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.device == "cpu":
+        torch.set_num_threads(1)  # the CPU check shares a small host
+    train(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
