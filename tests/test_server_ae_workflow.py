@@ -1,5 +1,6 @@
 """The whole A&E path in the real ComfyUI server: Select Subject Tokens -> A&E KSampler -> VAE Decode ->
-Attention Map Preview, on the small random-weight SD1.5 checkpoint."""
+Attention Map Preview, and Apply Attend-and-Excite in front of a stock KSampler, on the small random-weight SD1.5
+checkpoint."""
 import numpy as np
 from PIL import Image
 
@@ -66,3 +67,40 @@ def test_standard_sampling_is_the_stock_ksamplers_and_its_preview_says_standard(
     assert standard_preview.shape == ae_preview.shape
     header = slice(0, 20)  # the header band holds the mode: "A&E" or "standard (A&E off, recorded only)"
     assert not np.array_equal(standard_preview[header], ae_preview[header])
+
+
+def stock_ksampler_prompt(patched: bool, prefix: str):
+    """Load Checkpoint -> [Apply Attend-and-Excite ->] a stock KSampler -> VAE Decode -> Save Image, as a user
+    wires the model patch."""
+    ae = {name: spec[1]["default"] for name, spec in ae_inputs().items()}
+    ae.update(max_refinement_steps=2)
+    prompt = ae_prompt()
+    prompt["4"]["inputs"]["batch_size"] = 1
+    prompt["5"] = {"class_type": "KSampler", "inputs": {
+        "model": ["9", 0] if patched else ["1", 0], "seed": 11, "steps": 4, "cfg": 7.5, "sampler_name": "ddim",
+        "scheduler": "ddim_uniform", "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0],
+        "denoise": 1.0}}
+    prompt["8"] = {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": prefix}}
+    del prompt["7"]
+    if patched:
+        prompt["9"] = {"class_type": "AEApplyAttendAndExcite", "inputs": {"model": ["1", 0], **ae}}
+    return prompt
+
+
+def test_the_model_patch_changes_a_stock_ksamplers_image_and_leaves_plain_sampling_as_it_was(comfy_server):
+    """Same seed and settings: the patched stock KSampler's image differs from the plain one's, and a plain
+    KSampler queued after the patched run, executed anew (not from ComfyUI's cache), gives the identical image."""
+    def run(patched, prefix):
+        prompt_id = comfy_server.queue_prompt(stock_ksampler_prompt(patched, prefix))
+        outputs = comfy_server.wait_for(prompt_id)
+        messages = comfy_server.get(f"/history/{prompt_id}")[prompt_id]["status"]["messages"]
+        cached = {n for kind, data in messages if kind == "execution_cached" for n in data["nodes"]}
+        return saved_pixels(comfy_server, outputs["8"]["images"][0]), cached
+
+    before, _ = run(False, "aande-plain-before")
+    patched, cached = run(True, "aande-patched")
+    after, cached_after = run(False, "aande-plain-after")
+    assert "5" not in cached and "5" not in cached_after  # each KSampler really sampled
+    assert before.shape == (64, 96, 3)
+    assert not np.array_equal(patched, before)
+    assert np.array_equal(after, before)
