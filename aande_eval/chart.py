@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from PIL import Image, ImageDraw, ImageFont
 
+from .table import categories_of, method_order
+
 COLOURS = {"standard": (120, 160, 220), "ae": (240, 150, 60)}
 OTHER = (150, 200, 120)
 METRICS = (("clip_full", "full prompt"), ("clip_min_half", "min. object"))
@@ -20,9 +22,8 @@ def _font(size):
 def draw(summary: dict, path, width=1100, height=520, metrics=METRICS,
          title="CLIP image-text similarity (mean, 95% CI over prompts)") -> None:
     """metrics: (key, label) pairs of summary's metrics, one group of bars per category and metric."""
-    categories = [c for c in ("animals", "animals_objects", "objects") if c in summary] + \
-        sorted(set(summary) - {"animals", "animals_objects", "objects", "all"})
-    methods = sorted({m for c in categories for m in summary[c]}, key=lambda m: (m != "standard", m))
+    categories = categories_of(summary)
+    methods = method_order({m for c in categories for m in summary[c]})
     values = [summary[c][m][k] for c in categories for m in methods for k, _ in metrics if k in summary[c].get(m, {})]
     if not values:
         raise ValueError(f"the results hold none of {', '.join(k for k, _ in metrics)} to draw")
@@ -32,11 +33,15 @@ def draw(summary: dict, path, width=1100, height=520, metrics=METRICS,
     d = ImageDraw.Draw(img)
     font, small = _font(18), _font(14)
     left, right, top_px, bottom = 70, width - 20, 50, height - 80
+
+    def y_of(v):
+        return bottom - (bottom - top_px) * (v - low) / (top - low)
+
     d.text((left, 12), title, fill=(0, 0, 0), font=font)
     d.line([(left, top_px), (left, bottom), (right, bottom)], fill=(0, 0, 0))
     for i in range(6):
         v = low + (top - low) * i / 5
-        y = bottom - (bottom - top_px) * (v - low) / (top - low)
+        y = y_of(v)
         d.line([(left - 5, y), (left, y)], fill=(0, 0, 0))
         d.text((8, y - 8), f"{v:.3f}", fill=(0, 0, 0), font=small)
     slots = len(categories) * len(metrics)
@@ -50,14 +55,12 @@ def draw(summary: dict, path, width=1100, height=520, metrics=METRICS,
                 if value is None:
                     continue
                 x = x0 + k * bar_w
-                y = bottom - (bottom - top_px) * (value["mean"] - low) / (top - low)
-                d.rectangle([x, y, x + bar_w - 2, bottom], fill=COLOURS.get(method, OTHER), outline=(60, 60, 60))
+                d.rectangle([x, y_of(value["mean"]), x + bar_w - 2, bottom], fill=COLOURS.get(method, OTHER),
+                            outline=(60, 60, 60))
                 if value["ci95"]:
-                    for e in (value["mean"] - value["ci95"], value["mean"] + value["ci95"]):
-                        ye = bottom - (bottom - top_px) * (e - low) / (top - low)
+                    y_lo, y_hi = y_of(value["mean"] - value["ci95"]), y_of(value["mean"] + value["ci95"])
+                    for ye in (y_lo, y_hi):
                         d.line([(x + bar_w / 2 - 6, ye), (x + bar_w / 2 + 4, ye)], fill=(0, 0, 0), width=2)
-                    y_lo = bottom - (bottom - top_px) * (value["mean"] - value["ci95"] - low) / (top - low)
-                    y_hi = bottom - (bottom - top_px) * (value["mean"] + value["ci95"] - low) / (top - low)
                     d.line([(x + bar_w / 2 - 1, y_lo), (x + bar_w / 2 - 1, y_hi)], fill=(0, 0, 0), width=2)
             d.text((x0, bottom + 8), label, fill=(0, 0, 0), font=small)
         d.text((left + ci * len(metrics) * slot_w + slot_w * 0.1, bottom + 30), category, fill=(0, 0, 0), font=font)

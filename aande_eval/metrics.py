@@ -38,14 +38,10 @@ def paper_metrics(names, clip_folder, blip_folder, device) -> list:
     out, scorer = [], None
     if not names:
         return out
-    import torch
-
     from ..aande_metrics.blip_caption import BlipCaptioner
     from ..aande_metrics.clip_similarity import ClipScorer
     if {"clip", "blip"} & set(names):
-        # the paper's CLIP (OpenAI's clip.load) runs in float16 on a GPU
-        scorer = ClipScorer.from_folder(clip_folder, device=device,
-                                        dtype=torch.float16 if device.type == "cuda" else torch.float32)
+        scorer = ClipScorer.from_folder(clip_folder, device=device)  # in the paper's dtype for the device
     if "clip" in names:
         out.append(ClipMetric(scorer))
     if "blip" in names:

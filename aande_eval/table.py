@@ -59,17 +59,28 @@ def summarise(lines: list[dict]) -> dict:
     return out
 
 
+PAPER_CATEGORIES = ("animals", "animals_objects", "objects")
+
+
+def categories_of(summary: dict) -> list[str]:
+    """The summary's categories, the paper's first and in its order, without "all"."""
+    return [c for c in PAPER_CATEGORIES if c in summary] + sorted(set(summary) - set(PAPER_CATEGORIES) - {"all"})
+
+
+def method_order(methods) -> list[str]:
+    """Standard sampling first, then the others by name."""
+    return sorted(methods, key=lambda m: (m != "standard", m))
+
+
 def metric_order(summary: dict) -> list[str]:
     seen = {m for methods in summary.values() for metrics in methods.values() for m in metrics}
     return [m for m in PAPER_COLUMNS if m in seen] + sorted(seen - set(PAPER_COLUMNS))
 
 
 def rows(summary: dict, lines: list[dict]) -> list[dict]:
-    order = ["animals", "animals_objects", "objects"]
-    categories = [c for c in order if c in summary] + sorted(set(summary) - set(order) - {"all"}) + ["all"]
     sizes, out = counts(lines), []
-    for category in categories:
-        for method in sorted(summary.get(category, {}), key=lambda m: (m != "standard", m)):
+    for category in categories_of(summary) + ["all"]:
+        for method in method_order(summary.get(category, {})):
             prompts, images = sizes[(category, method)]
             row = {"category": category, "method": method, "prompts": prompts, "images": images}
             for metric, value in summary[category][method].items():

@@ -31,11 +31,13 @@ class ClipScorer:
         self._text_features: dict[str, torch.Tensor] = {}
 
     @classmethod
-    def from_folder(cls, folder: str | os.PathLike, device="cpu", dtype=torch.float32) -> "ClipScorer":
+    def from_folder(cls, folder: str | os.PathLike, device="cpu", dtype: torch.dtype | None = None) -> "ClipScorer":
         """Load a CLIP from a local folder in the layout of openai/clip-vit-base-patch16, never downloading.
 
-        dtype: the paper's `clip.load` ran CLIP in float16 on CUDA and in float32 on the CPU.
+        dtype: None for the paper's: its `clip.load` ran CLIP in float16 on CUDA and in float32 elsewhere.
         """
+        if dtype is None:
+            dtype = torch.float16 if torch.device(device).type == "cuda" else torch.float32
         model, tokenizer = load_pretrained(folder, CLIP_FOLDER, "CLIPModel")
         return cls(model.to(device=device, dtype=dtype), tokenizer)
 

@@ -6,7 +6,7 @@ import torch
 
 from aande_pack.aande_metrics.blip_caption import BlipCaptioner
 from aande_pack.aande_metrics.clip_similarity import ClipScorer
-from aande_pack.nodes.declarations import blip_caption, clip_score
+from aande_pack.nodes.declarations import blip_caption, clip_score, metric_models
 from harness.metric_models import tiny_blip_folder, tiny_clip_folder
 
 pytestmark = pytest.mark.compat
@@ -27,11 +27,11 @@ def registered(models, monkeypatch):
     import folder_paths
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "aande_clip", ([str(models / "clip_models")], set()))
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "aande_blip", ([str(models / "blip_models")], set()))
-    clip_score._clip.cache_clear()
-    blip_caption._blip.cache_clear()
+    metric_models._clip.cache_clear()
+    metric_models._blip.cache_clear()
     yield models
-    clip_score._clip.cache_clear()
-    blip_caption._blip.cache_clear()
+    metric_models._clip.cache_clear()
+    metric_models._blip.cache_clear()
 
 
 @pytest.fixture

@@ -47,15 +47,8 @@ timeout "$(left 450)" "$PY" -m toyworld.sanity "${device[@]}" --weights "$OUT/to
   --out "$OUT" --deadline $(( start + 430 )) "${sanity_extra[@]}" 2>&1 | tee -a "$log"
 rm -f "$OUT/sanity.log" "$OUT/train.log" "$OUT/gpu.txt"
 
-"$PY" -c "import json, sys; from toyworld import world; json.dump(world.BENCHMARK_PROMPTS, sys.stdout)" \
-  > /tmp/benchmark_prompts.json
 for res in 2 4; do
-  rm -rf "/tmp/benchmark_$res"
-  timeout "$(left 585)" "$PY" tests/harness/evaluate.py --comfyui .device/comfyui \
-    --model-loader aande_pack.toyworld.model:load --weights "$OUT/toyworld.safetensors" \
-    --out "/tmp/benchmark_$res" --prompts /tmp/benchmark_prompts.json --size 256 --metrics none \
-    --metric aande_pack.toyworld.judge:Judge --ae "attention_res=latent/$res" "${bench_extra[@]}" 2>&1 \
-    | grep -v "^WARNING" | tee -a "$log"
+  toy_eval 585 "$OUT/toyworld.safetensors" "/tmp/benchmark_$res" --ae "attention_res=latent/$res" "${bench_extra[@]}"
   cp "/tmp/benchmark_$res/results-rank0.jsonl" "$OUT/benchmark_latent$res.jsonl" 2>/dev/null
   [ -f "/tmp/benchmark_$res/table1.md" ] && { echo "## A&E at latent/$res"; cat "/tmp/benchmark_$res/table1.md"; } \
     >> "$OUT/benchmark_tables.md"

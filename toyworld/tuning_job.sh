@@ -17,32 +17,23 @@ cd "$(dirname "$0")/.."
 start=$(date +%s)
 PY=${PYTHON:-python3}
 left() { echo $(( start + $1 - $(date +%s) )); }
-extra=(--batch 16 --steps 50); tune_seeds=3; test_seeds=8
+weights=toyworld/weights/toyworld.safetensors
+extra=(--ae attention_res=latent/2 --batch 16 --steps 50); tune_seeds=3; test_seeds=8
 if [ "${TOY_DRY_RUN:-0}" = 1 ]; then
-  extra=(--batch 1 --steps 2 --prompts-per-category 1 --cpu); tune_seeds=1; test_seeds=1
+  extra=(--ae attention_res=latent/2 --batch 1 --steps 2 --prompts-per-category 1 --cpu); tune_seeds=1; test_seeds=1
 fi
 log="$OUT/job.log"
 source toyworld/device_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee "$log"
-"$PY" -c "import json, sys; from toyworld import world; json.dump(world.BENCHMARK_PROMPTS, sys.stdout)" \
-  > /tmp/benchmark_prompts.json
-
-run() {  # LAUNCH="..." run OUT_DIR DEADLINE_S RUNNER_ARGS...
-  local dir=$1 deadline=$2; shift 2
-  rm -rf "$dir"
-  timeout "$(left "$deadline")" "$PY" ${LAUNCH:-} tests/harness/evaluate.py --comfyui .device/comfyui \
-    --model-loader aande_pack.toyworld.model:load --weights toyworld/weights/toyworld.safetensors --out "$dir" \
-    --prompts /tmp/benchmark_prompts.json --size 256 --metrics none --metric aande_pack.toyworld.judge:Judge \
-    --ae attention_res=latent/2 "${extra[@]}" "$@" 2>&1 | grep -v "^WARNING" | tee -a "$log"
-}
-
 for scale in 2 5 10 20; do
-  run "/tmp/tune_$scale" 330 --methods ae --seeds "$tune_seeds" --first-seed 100 --ae "scale_factor=$scale"
+  toy_eval 330 "$weights" "/tmp/tune_$scale" "${extra[@]}" --methods ae --seeds "$tune_seeds" --first-seed 100 \
+    --ae "scale_factor=$scale"
   cp "/tmp/tune_$scale/results-rank0.jsonl" "$OUT/tuning_scale$scale.jsonl"
 done
 "$PY" -m toyworld.tuning choose "$OUT"/tuning_scale*.jsonl | tee "$OUT/choice.txt" | tee -a "$log"
 scale=$(tail -1 "$OUT/choice.txt")
-LAUNCH="-m torch.distributed.run --nproc-per-node 1" run /tmp/test 585 --seeds "$test_seeds" --first-seed 8 --ae "scale_factor=$scale"
+LAUNCH="-m torch.distributed.run --nproc-per-node 1" toy_eval 585 "$weights" /tmp/test "${extra[@]}" \
+  --seeds "$test_seeds" --first-seed 8 --ae "scale_factor=$scale"
 cp /tmp/test/results-rank0.jsonl "$OUT/test.jsonl"
 "$PY" -m toyworld.tuning compare "$OUT/test.jsonl" --split toyworld/results/benchmark_latent2.jsonl \
   | tee "$OUT/test_table.md" | tee -a "$log"

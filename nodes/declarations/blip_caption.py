@@ -1,34 +1,11 @@
 """Node "BLIP Caption Score (A&E paper)": BLIP's caption of each image and its CLIP similarity with the prompt
-(aande_metrics/blip_caption.py and clip_similarity.py), the paper's text-text metric.
-
-BLIP is a folder under ComfyUI's models/aande_blip/ (Salesforce/blip-image-captioning-base), CLIP one under
-models/aande_clip/ (the CLIP Score node's). BLIP runs in float32, as LAVIS ran it; both are loaded once and kept
-while the same folders are picked.
-"""
+(aande_metrics/blip_caption.py and clip_similarity.py), the paper's text-text metric, with BLIP from a folder under
+ComfyUI's models/aande_blip/ and CLIP from one under models/aande_clip/ (metric_models.py)."""
 from __future__ import annotations
 
-import functools
-
-import torch
-
-from ...aande_metrics.blip_caption import BlipCaptioner
 from .. import compat
-from .clip_score import CATEGORY, CLIP_DEFAULT, CLIP_KEY, load_clip, model_folder, model_input, value_table
-
-BLIP_KEY = "aande_blip"                         # models/aande_blip/<folder>
-BLIP_DEFAULT = "blip-image-captioning-base"     # the folder name the README tells users to download into
-
-compat.register_model_folder(BLIP_KEY)
-
-
-@functools.lru_cache(maxsize=1)
-def _blip(folder: str, device: str) -> BlipCaptioner:
-    return BlipCaptioner.from_folder(folder, device=device, dtype=torch.float32)
-
-
-def load_blip(name: str) -> BlipCaptioner:
-    """The BLIP of models/aande_blip/<name> on ComfyUI's device, in float32."""
-    return _blip(model_folder(BLIP_KEY, name), str(compat.torch_device()))
+from .metric_models import BLIP_DEFAULT, BLIP_KEY, CLIP_DEFAULT, CLIP_KEY, load_blip, load_clip, model_input
+from .score_table import CATEGORY, value_table
 
 
 class AEBlipCaptionScore:

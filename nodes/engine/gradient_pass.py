@@ -25,6 +25,7 @@ from .recompute import recomputed_activations
 log = logging.getLogger("attend_and_excite")
 
 CHANNELS_LAST_SWITCH = "AANDE_CHANNELS_LAST"  # "0": the CUDA-graph pass keeps NCHW (for comparisons)
+RECOMPUTING = "the memory-saving pass recomputes activations"  # why such a pass stays eager
 
 
 class GradientPass:
@@ -41,7 +42,7 @@ class GradientPass:
         controls = compat.control_networks(positive)
         all_keys = [key for key, _ in compat.cross_attention_layers(model.diffusion_model)]
         self.options = self.capture.patch(model_options, all_keys, separate_skips=bool(controls))
-        self.eager_reason = "the memory-saving pass recomputes activations" if self.memory_saving else \
+        self.eager_reason = RECOMPUTING if self.memory_saving else \
             graph_blocker(device, model_options, positive, controls, model)
         # channels-last kernels and activations where the weights stay put all run (inference_weights.py)
         self.channels_last = self.eager_reason is None and os.environ.get(CHANNELS_LAST_SWITCH, "1") != "0"
@@ -96,7 +97,7 @@ class GradientPass:
         log.info("A&E: the gradient pass ran out of VRAM; it recomputes activations from now on")
         self.release()
         self._graph, self.memory_saving = None, True
-        self.eager_reason = "the memory-saving pass recomputes activations"
+        self.eager_reason = RECOMPUTING
         return self.eager(z, sigma)
 
     def eager(self, z: torch.Tensor, sigma: torch.Tensor) -> PassResult:
