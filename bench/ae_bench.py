@@ -417,6 +417,8 @@ def parse_args(argv=None):
     p.add_argument("--out", default=str(ROOT / "bench" / "out" / "ae_bench.json"))
     p.add_argument("--peak-tflops", type=float, default=790.0, help="the GPU's dense fp16/bf16 matrix rate for the "
                    "MFU columns (H200: ~790 measured)")
+    p.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN time its convolution algorithms per "
+                   "shape (torch.backends.cudnn.benchmark, what ComfyUI's --fast autotune sets)")
     return p.parse_args(argv)
 
 
@@ -446,6 +448,8 @@ def main(argv=None):
     import comfy.model_management
     import comfy.utils
     comfy.utils.PROGRESS_BAR_ENABLED = False
+    if args.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True
 
     device = comfy.model_management.get_torch_device()
     plan = Plan(device=device, dtype=torch.float16 if device.type == "cuda" else torch.float32,
@@ -460,7 +464,8 @@ def main(argv=None):
             "dtype": str(plan.dtype), "comfyui": str(comfy_dir), "quick": args.quick, "steps": plan.steps,
             "sampler": "ddim + ddim_uniform", "cfg": plan.cfg, "token_indices": TOKENS, "repeats": plan.repeats,
             "warmup_steps": plan.warmup_steps, "diffusers": getattr(diffusers, "__version__", None),
-            "diffusers_missing": diffusers_missing, "argv": sys.argv[1:], "peak_tflops": args.peak_tflops}
+            "diffusers_missing": diffusers_missing, "argv": sys.argv[1:], "peak_tflops": args.peak_tflops,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark}
     bench = Bench(plan, Path(args.out), meta)
     arch = archs(args.quick)
 

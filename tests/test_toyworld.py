@@ -207,9 +207,10 @@ def test_judge_metric_interface_takes_the_runners_batch_prompt_or_one_per_image(
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    """The CPU check of the training script: its summary and weights file."""
+    """The CPU check of the training script, text embeddings trained: its summary and weights file."""
     out = tmp_path_factory.mktemp("toyworld") / "quick.safetensors"
-    summary = train.train(train.parse_args(["--device", "cpu", "--quick", "--seed", "3", "--out", str(out)]))
+    summary = train.train(train.parse_args(["--device", "cpu", "--quick", "--seed", "3", "--out", str(out),
+                                            "--text-embeddings", "trained"]))
     return summary, out
 
 
@@ -225,8 +226,9 @@ def test_quick_training_lowers_the_loss_and_writes_a_small_fp16_file(quick_run):
     assert summary["eval_loss_after"] < 0.9 * summary["eval_loss_before"]
     assert 0.9 < summary["eval_loss_before"] < 1.1  # zero-initialised output: predicts 0, MSE of unit noise
     assert out.stat().st_size <= 20e6
-    state, meta = model.read(out)
+    state, meta, text = model.read(out)
     assert {t.dtype for t in state.values()} == {torch.float16}
+    assert meta["text_embeddings"] == "trained" and text["position"].shape == (77, 768)
     training = json.loads(meta["training"])
     assert training["seed"] == 3 and training["steps_done"] == train.QUICK_DEFAULTS["steps"]
     assert training["batch"] == train.QUICK_DEFAULTS["batch"] and training["lr"] == train.QUICK_DEFAULTS["lr"]
@@ -238,35 +240,81 @@ def test_load_gives_comfy_objects_with_the_trained_weights(quick_run, toy):
     mdl, clip, toy_vae = toy
     assert isinstance(mdl, comfy.model_patcher.ModelPatcher) and isinstance(clip, comfy.sd.CLIP)
     assert isinstance(mdl.model.latent_format, comfy.latent_formats.SD15)
-    state, _ = model.read(quick_run[1])
+    state, _, _ = model.read(quick_run[1])
     loaded = mdl.model.diffusion_model.state_dict()
     assert all(torch.equal(loaded[k], v.float()) for k, v in state.items())
 
 
 def test_load_refuses_a_file_whose_text_encoder_differs(quick_run, tmp_path):
-    state, meta = model.read(quick_run[1])
+    state, meta, text = model.read(quick_run[1])
     from safetensors.torch import save_file
+    tensors = {**{f"diffusion_model.{k}": v for k, v in state.items()},
+               **{f"{text_encoder.TEXT_PREFIX}{k}": v for k, v in text.items()}}
     bad = tmp_path / "bad.safetensors"
-    save_file({f"diffusion_model.{k}": v for k, v in state.items()}, str(bad), metadata={**meta, "clip_digest": "0" * 16})
+    save_file(tensors, str(bad), metadata={**meta, "clip_digest": "0" * 16})
     with pytest.raises(ValueError, match="embeddings differ"):
         model.load(bad, "cpu")
+    rowless = tmp_path / "rowless.safetensors"
+    save_file({f"diffusion_model.{k}": v for k, v in state.items()}, str(rowless), metadata=meta)
+    with pytest.raises(ValueError, match="'trained' but holds no text rows"):
+        model.load(rowless, "cpu")
     with pytest.raises(FileNotFoundError, match="toyworld.train"):
         model.load(tmp_path / "missing.safetensors", "cpu")
 
 
-def test_toy_clip_puts_each_word_at_its_own_position_only(toy):
-    _, clip, _ = toy
+@pytest.fixture(scope="module")
+def frozen_run(tmp_path_factory):
+    """The CPU check with the default text embeddings, frozen (the committed model's text encoder)."""
+    out = tmp_path_factory.mktemp("toyworld") / "frozen.safetensors"
+    train.train(train.parse_args(["--device", "cpu", "--quick", "--seed", "3", "--out", str(out)]))
+    return out
+
+
+def test_frozen_text_embeddings_store_no_rows_and_load_the_seeds_tables(frozen_run):
+    _, meta, text = model.read(frozen_run)
+    assert meta["text_embeddings"] == "frozen" and text is None
+    _, clip, _ = model.load(frozen_run, "cpu")
     tokens, position = text_encoder.embedding_tables(49408, 77, 768)
     assert abs(float(tokens.mean())) < 0.01 and abs(float(tokens.std()) - 1) < 0.01
+    text = "a red circle and a blue square"
+    with torch.inference_mode():
+        cond = text_encoder.encode(clip, text)[0]
+    expected = torch.nn.functional.layer_norm(tokens[text_encoder.token_ids(clip, text)] + position, (768,))
+    assert torch.allclose(cond, expected, atol=1e-5)
+
+
+def test_trained_text_rows_moved_and_the_loaded_clip_gives_what_training_fed_the_unet(quick_run, toy):
+    """The loaded CLIP Text Encode output equals text_encoder.Trainable's on the stored rows (what the UNet saw in
+    training), and the rows differ from the seed's (they trained); other rows stay the seed's."""
+    _, _, stored = model.read(quick_run[1])
+    _, clip, _ = toy
+    tokens, position = text_encoder.embedding_tables(49408, 77, 768)
+    trainable = text_encoder.Trainable(stored["token_ids"], tokens, position)
+    assert not torch.equal(trainable.tokens, stored["tokens"]) and not torch.equal(position, stored["position"])
+    with torch.no_grad():
+        trainable.tokens.copy_(stored["tokens"])
+        trainable.position.copy_(stored["position"])
+    _, captions = world.draw_pool(train.QUICK_DEFAULTS["pool"], 3, workers=1)  # the quick run's captions
+    words = sorted(set(captions))[:4] + [""]
+    with torch.inference_mode():
+        cond = torch.cat([text_encoder.encode(clip, w) for w in words])
+        fed = trainable(torch.tensor([text_encoder.token_ids(clip, w) for w in words]))
+    assert torch.allclose(cond, fed, atol=1e-5)
+    used = set(stored["token_ids"].tolist())
+    assert {49406, 49407} <= used and len(used) <= 2 + len(world.WORDS)  # start, end and the captions' words
+    loaded = clip.cond_stage_model.clip_l.transformer.text_model.embeddings.token_embedding.weight
+    unused = 12345
+    assert unused not in used and torch.equal(loaded[unused].cpu(), tokens[unused])
+
+
+def test_toy_clip_puts_each_word_at_its_own_position_only(toy):
+    _, clip, _ = toy
     text = "a red circle and a blue square"
     with torch.inference_mode():
         cond = text_encoder.encode(clip, text)[0]
         other = text_encoder.encode(clip, "a green circle with a blue ring")[0]
         _, selection = AESelectSubjectTokens().select(clip, text, world.parse_prompt(text).subject_words)
     assert selection.token_indices == world.parse_prompt(text).token_indices == (3, 7)
-    ids = [t for t, _ in clip.tokenize(text)["l"][0]]
-    expected = torch.nn.functional.layer_norm(tokens[ids] + position, (768,))  # 0 layers: LN(token + position)
-    assert torch.allclose(cond, expected, atol=1e-5)
     assert torch.equal(cond[3], other[3]) and torch.equal(cond[6], other[6])  # circle@3, blue@6 in both
     assert not torch.equal(cond[2], other[2])
 

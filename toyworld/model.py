@@ -6,7 +6,9 @@ Attention Map Preview) and ComfyUI's own (KSampler, VAEDecode, EmptyLatentImage,
 
 The file is a safetensors of the UNet's weights in fp16 under ComfyUI's names (diffusion_model.*), with its
 unet_config, the text encoder's settings and digest, and the training settings in the metadata, so a file says
-everything needed to rebuild and reproduce it.
+everything needed to rebuild and reproduce it. A model whose text embeddings were trained also holds their rows
+(text_embeddings.*, float32: about 0.3 MB) and says "text_embeddings": "trained"; a file without them
+(the first model) uses the seed's frozen tables.
 """
 from __future__ import annotations
 
@@ -22,31 +24,36 @@ from .vae import ToyVAE
 FORMAT = "aande-toyworld-1"
 
 
-def metadata(unet_config: dict, clip_digest: str, training: dict) -> dict[str, str]:
+def metadata(unet_config: dict, clip_digest: str, training: dict, trained_text: bool) -> dict[str, str]:
     """The weights file's metadata (safetensors takes str -> str)."""
     return {"format": FORMAT, "unet_config": json.dumps(unet_config, sort_keys=True),
             "clip_config": json.dumps(text_encoder.CLIP_CONFIG, sort_keys=True),
             "embedding_seed": str(text_encoder.EMBEDDING_SEED), "clip_digest": clip_digest,
+            "text_embeddings": "trained" if trained_text else "frozen",
             "training": json.dumps(training, sort_keys=True)}
 
 
 def save(path: str | Path, unet_state: dict[str, torch.Tensor], unet_config: dict, clip_digest: str,
-         training: dict) -> Path:
-    """Write a UNet state dict (ComfyUI's names inside diffusion_model) in fp16 with the metadata; returns the
-    path."""
+         training: dict, text_state: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write a UNet state dict (ComfyUI's names inside diffusion_model) in fp16, the trained text rows
+    (text_encoder.Trainable.stored()) if any in float32, and the metadata; returns the path."""
     from safetensors.torch import save_file
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {f"diffusion_model.{k}": v.detach().to("cpu", torch.float16).contiguous()
              for k, v in unet_state.items()}
+    for k, v in (text_state or {}).items():
+        state[text_encoder.TEXT_PREFIX + k] = v.detach().to("cpu", v.dtype if k == "token_ids" else
+                                                             torch.float32).contiguous()
     tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=metadata(unet_config, clip_digest, training))
+    save_file(state, str(tmp), metadata=metadata(unet_config, clip_digest, training, text_state is not None))
     tmp.replace(path)  # a reader never sees half a file (the device job saves while it trains)
     return path
 
 
-def read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(the UNet's state dict without the diffusion_model. prefix, the metadata); clear errors for other files."""
+def read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str], dict[str, torch.Tensor] | None]:
+    """(the UNet's state dict without the diffusion_model. prefix, the metadata, the trained text rows or None);
+    clear errors for other files."""
     from safetensors import safe_open
     path = Path(path)
     if not path.is_file():
@@ -56,8 +63,15 @@ def read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         if meta.get("format") != FORMAT:
             raise ValueError(f"{path} is not a toy-world weights file (format {meta.get('format')!r}, "
                              f"expected {FORMAT!r})")
-        state = {k.removeprefix("diffusion_model."): f.get_tensor(k) for k in f.keys()}
-    return state, meta
+        state = {k.removeprefix("diffusion_model."): f.get_tensor(k) for k in f.keys()
+                 if not k.startswith(text_encoder.TEXT_PREFIX)}
+        text = {k.removeprefix(text_encoder.TEXT_PREFIX): f.get_tensor(k) for k in f.keys()
+                if k.startswith(text_encoder.TEXT_PREFIX)}
+    trained = meta.get("text_embeddings", "frozen") == "trained"
+    if trained != bool(text) or (text and set(text) != {"token_ids", "tokens", "position"}):
+        raise ValueError(f"{path} says its text embeddings are {meta.get('text_embeddings', 'frozen')!r} but holds "
+                         f"{sorted(text) or 'no'} text rows")
+    return state, meta, text or None
 
 
 def load(weights_path: str | Path, device="cpu"):
@@ -65,12 +79,12 @@ def load(weights_path: str | Path, device="cpu"):
     device = torch.device(device)
     import_comfy(cpu=device.type == "cpu")
     import comfy.model_patcher
-    state, meta = read(weights_path)
+    state, meta, text = read(weights_path)
     if json.loads(meta["clip_config"]) != text_encoder.CLIP_CONFIG or \
             int(meta["embedding_seed"]) != text_encoder.EMBEDDING_SEED:
         raise ValueError(f"{weights_path} was trained with another text encoder ({meta['clip_config']}, seed "
                          f"{meta['embedding_seed']}) than this code builds")
-    clip, digest = text_encoder.build_clip(device)
+    clip, digest = text_encoder.build_clip(device, text)
     if digest != meta["clip_digest"]:
         raise ValueError(f"the text encoder's embeddings differ from those {weights_path} was trained with "
                          f"(digest {digest} != {meta['clip_digest']}): numpy draws them differently here")

@@ -159,7 +159,7 @@ def main(argv=None) -> dict:
     comfy.utils.PROGRESS_BAR_ENABLED = False
     args.out.mkdir(parents=True, exist_ok=True)
     model, clip, vae = toy_model.load(args.weights, device)
-    _, meta = toy_model.read(args.weights)
+    _, meta, _ = toy_model.read(args.weights)
     with torch.inference_mode():
         negative = comfy_nodes.CLIPTextEncode().encode(clip, "")[0]
 

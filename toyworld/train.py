@@ -1,9 +1,12 @@
 """Train the toy model: `python -m toyworld.train --out WEIGHTS [--device cuda] [--seed 0]`.
 
-One GPU, a few minutes (defaults sized for an H200; docs/efficacy_design.md), deterministic from --seed up to the
-GPU's own non-determinism: the data pool, the initial weights and every training draw come from the seed. The
-data is a pool of world scenes drawn once (world.draw_pool) with random horizontal flips; each caption is encoded
-once by the toy CLIP, exactly as CLIP Text Encode would encode it at sampling time. The noise schedule is the one
+One GPU, a few minutes (defaults sized for an H200; docs/efficacy_design.md), deterministic from --seed: the data
+pool, the initial weights and every training draw come from the seed (two H200 runs with the same --steps gave
+bitwise-identical weights; a --max-train-s cap makes the step count depend on the GPU's speed). The data is a
+pool of world scenes drawn once (world.draw_pool) with random horizontal flips. With --text-embeddings frozen (the
+default, the committed model) each caption is encoded once by the toy CLIP, exactly as CLIP Text Encode would
+encode it at sampling time; with trained, the embedding rows of the captions' tokens and the position table train
+with the UNet (text_encoder.Trainable) and are saved beside it. The noise schedule is the one
 ComfyUI samples with (the SD15 model's model_sampling: scaled-linear betas 0.00085..0.012 over 1000 steps), the
 loss eps-MSE on the UNet itself, the optimiser AdamW with a short warm-up and a constant rate, and the saved
 weights are an exponential moving average (EMA), fp16, with every setting in the file's metadata.
@@ -44,6 +47,9 @@ def parse_args(argv=None):
         p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=None,
                        help=f"default {value} ({QUICK_DEFAULTS[name]} with --quick)")
     p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--text-embeddings", choices=("frozen", "trained"), default="frozen",
+                   help="keep the seed's frozen tables (default: the committed model), or train the caption words' "
+                        "embedding rows and the positions with the UNet")
     p.add_argument("--max-train-s", type=float, default=float("inf"),
                    help="stop training after this many seconds of the training loop (the metadata says so)")
     p.add_argument("--save-every-s", type=float, default=60.0, help="rewrite --out this often while training")
@@ -62,26 +68,45 @@ def log(message: str) -> None:
     print(f"[train {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def encode_captions(captions: list[str], device) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """(contexts (U, 77, 768) of the U distinct captions, the index into them of each caption, the text
-    encoder's digest), on `device`; encoded by the toy CLIP on the CPU, as CLIP Text Encode encodes a prompt."""
-    clip, digest = text_encoder.build_clip("cpu")
-    distinct = sorted(set(captions))
-    with torch.inference_mode():
-        contexts = torch.cat([text_encoder.encode(clip, c) for c in distinct])
-    where = {c: i for i, c in enumerate(distinct)}
-    index = torch.tensor([where[c] for c in captions])
-    return contexts.clone().to(device), index.to(device), digest
+class CaptionText:
+    """The UNet's text input for the pool's U distinct captions, by caption number: with frozen embeddings the
+    contexts the toy CLIP gives (encoded once on the CPU, as CLIP Text Encode encodes a prompt); with trained ones
+    the captions' token ids through text_encoder.Trainable, whose parameters train with the UNet."""
+
+    def __init__(self, captions: list[str], device, trained: bool):
+        clip, self.digest = text_encoder.build_clip("cpu")
+        distinct = sorted(set(captions))
+        self.distinct = len(distinct)
+        where = {c: i for i, c in enumerate(distinct)}
+        self.index = torch.tensor([where[c] for c in captions], device=device)  # the caption number of each scene
+        self.trainable = None
+        if trained:
+            ids = torch.tensor([text_encoder.token_ids(clip, c) for c in distinct])
+            embeddings = clip.cond_stage_model.clip_l.transformer.text_model.embeddings
+            tokens, position = text_encoder.embedding_tables(embeddings.token_embedding.weight.shape[0],
+                                                             *embeddings.position_embedding.weight.shape)
+            self.trainable = text_encoder.Trainable(torch.unique(ids), tokens, position).to(device)
+            self.ids = ids.to(device)
+        else:
+            with torch.inference_mode():
+                contexts = torch.cat([text_encoder.encode(clip, c) for c in distinct])
+            self.contexts = contexts.clone().to(device)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.trainable.parameters()) if self.trainable is not None else []
+
+    def __call__(self, rows: torch.Tensor) -> torch.Tensor:
+        """Caption numbers (N,) -> contexts (N, 77, 768)."""
+        return self.trainable(self.ids[rows]) if self.trainable is not None else self.contexts[rows]
 
 
 class Batches:
     """Training batches from the pool: images as the UNet's x0 (RGB in [-1, 1] and a zero channel, the toy VAE's
-    latent after ComfyUI's process_latent_in), flipped at random, with their caption contexts."""
+    latent after ComfyUI's process_latent_in), flipped at random, with their caption numbers."""
 
-    def __init__(self, images, caption_index, contexts, generator):
+    def __init__(self, images, caption_index, generator):
         self.images = images            # (N, 3, 32, 32) uint8 on the device
         self.caption_index = caption_index
-        self.contexts = contexts
         self.generator = generator
 
     def x0(self, idx, flip):
@@ -93,7 +118,7 @@ class Batches:
         g, device = self.generator, self.images.device
         idx = torch.randint(0, self.images.shape[0], (batch,), generator=g, device=device)
         flip = torch.rand(batch, generator=g, device=device) < 0.5
-        return self.x0(idx, flip), self.contexts[self.caption_index[idx]]
+        return self.x0(idx, flip), self.caption_index[idx]
 
 
 def diffusion_loss(net, x0, context, alphas_cumprod, t, noise, autocast):
@@ -119,18 +144,19 @@ def train(args) -> dict:
         f"with {workers} processes")
     import_comfy(cpu=device.type == "cpu")
     encoding = time.perf_counter()
-    contexts, caption_index, clip_digest = encode_captions(captions, device)
-    distinct = contexts.shape[0]
-    log(f"captions: {distinct} distinct, encoded in {time.perf_counter() - encoding:.1f} s")
+    text = CaptionText(captions, device, trained=args.text_embeddings == "trained")
+    log(f"captions: {text.distinct} distinct, {args.text_embeddings} text embeddings, ready in "
+        f"{time.perf_counter() - encoding:.1f} s")
     pool = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
 
     base = unet.build_model(unet.UNET_CONFIG, device)
     net = base.diffusion_model
     unet.init_weights_(net, args.seed)
     net.train().requires_grad_(True)
-    params = [p for p in net.parameters()]
+    unet_params = list(net.parameters())
+    params = unet_params + text.parameters()
     ema = [p.detach().clone() for p in params]
-    n_params = sum(p.numel() for p in params)
+    n_params = sum(p.numel() for p in unet_params)
     alphas_cumprod = (1.0 / (1.0 + base.model_sampling.sigmas.float() ** 2)).to(device)
     log(f"UNet: {n_params / 1e6:.2f} M parameters; schedule from ComfyUI's model_sampling "
         f"({len(alphas_cumprod)} steps, sigma {float(base.model_sampling.sigmas[0]):.4f}.."
@@ -141,11 +167,11 @@ def train(args) -> dict:
                                   fused=cuda)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
     generator = torch.Generator(device).manual_seed(args.seed)
-    batches = Batches(pool, caption_index, contexts, generator)
+    batches = Batches(pool, text.index, generator)
 
     # a fixed evaluation batch (its own generator): the loss there, before and after, says whether training worked
     eval_gen = torch.Generator(device).manual_seed(args.seed + 1)
-    eval_x0, eval_ctx = Batches(pool, caption_index, contexts, eval_gen).draw(args.eval_batch)
+    eval_x0, eval_rows = Batches(pool, text.index, eval_gen).draw(args.eval_batch)
     eval_t = torch.randint(0, len(alphas_cumprod), (args.eval_batch,), generator=eval_gen, device=device)
     eval_noise = torch.randn(eval_x0.shape, generator=eval_gen, device=device)
 
@@ -155,7 +181,8 @@ def train(args) -> dict:
             for p, w in zip(params, weights):
                 p.copy_(w)
             net.eval()
-            loss = float(diffusion_loss(net, eval_x0, eval_ctx, alphas_cumprod, eval_t, eval_noise, autocast))
+            loss = float(diffusion_loss(net, eval_x0, text(eval_rows), alphas_cumprod, eval_t, eval_noise,
+                                        autocast))
             net.train()
             for p, s in zip(params, saved):
                 p.copy_(s)
@@ -168,16 +195,22 @@ def train(args) -> dict:
                 "loss": "eps MSE, t uniform on 0..999", "precision": "bf16 autocast" if cuda else "fp32",
                 "quick": args.quick, "max_train_s": args.max_train_s, "device": str(device),
                 "device_name": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
-                "torch": torch.__version__, "unet_parameters": n_params, "distinct_captions": distinct}
+                "torch": torch.__version__, "unet_parameters": n_params, "distinct_captions": text.distinct,
+                "text_embeddings": args.text_embeddings}
     before = eval_loss(params)
     log(f"eval loss before training: {before:.4f}")
     names = [n for n, _ in net.named_parameters()]
 
     def save(progress: dict):
-        """Write the EMA weights (the UNet's buffers as they are) with the settings and `progress`."""
+        """Write the EMA weights (the UNet's buffers as they are, the trained text rows) with the settings and
+        `progress`."""
         state = {**net.state_dict(), **dict(zip(names, ema))}
-        return toy_model.save(args.out, state, unet.UNET_CONFIG, clip_digest,
-                              {**settings, "eval_loss_before": before, **progress})
+        text_state = None
+        if text.trainable is not None:
+            tokens, position = ema[len(unet_params):]
+            text_state = {**text.trainable.stored(), "tokens": tokens, "position": position}
+        return toy_model.save(args.out, state, unet.UNET_CONFIG, text.digest,
+                              {**settings, "eval_loss_before": before, **progress}, text_state)
 
     loop_start = last_save = time.perf_counter()
     history, running, counted = [], torch.zeros((), device=device), 0
@@ -186,10 +219,10 @@ def train(args) -> dict:
         lr = args.lr * min(1.0, step / args.warmup) if args.warmup else args.lr
         for group in optimiser.param_groups:
             group["lr"] = lr
-        x0, context = batches.draw(args.batch)
+        x0, rows = batches.draw(args.batch)
         t = torch.randint(0, len(alphas_cumprod), (args.batch,), generator=generator, device=device)
         noise = torch.randn(x0.shape, generator=generator, device=device)
-        loss = diffusion_loss(net, x0, context, alphas_cumprod, t, noise, autocast)
+        loss = diffusion_loss(net, x0, text(rows), alphas_cumprod, t, noise, autocast)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
