@@ -7,12 +7,15 @@ out for A&E to grip; with 0 layers the context at each position is LayerNorm(tok
 embedding), so a shape noun's information lives at that noun's position only, as A&E assumes of SD's CLIP.
 
 Why random: the embeddings are 768-dimensional random vectors (uniform, unit variance), nearly orthogonal, so each
-word is distinguishable; they are regenerated from EMBEDDING_SEED, not stored. The first model kept them frozen;
-its held-out subjects' maps did not sit on objects (docs/efficacy.md), so a model may instead train, with its
-UNet, the rows of the words its captions use and the position table (`Trainable`): only those rows are stored in
-its weights file (`TEXT_PREFIX`), the other 49,000-odd rows stay the seed's. They come from the raw 64-bit stream of numpy's PCG64, which numpy guarantees across
-versions (its distribution methods it does not), turned into floats here. Their `digest` is saved with the weights and checked on load, in
-case some numpy ever draws differently.
+word is distinguishable; they are regenerated from EMBEDDING_SEED, not stored. They come from the raw 64-bit
+stream of numpy's PCG64, which numpy guarantees across versions (its distribution methods it does not), turned
+into floats here. Their `digest` is saved with the weights and checked on load, in case some numpy ever draws
+differently.
+
+Frozen or trained: the committed model keeps them frozen. Its held-out subjects' maps did not sit on objects
+(docs/efficacy.md), so a model may instead train, with its UNet, the rows of the words its captions use and the
+position table (`Trainable`); only those rows are stored in its weights file (under TEXT_PREFIX), the other
+49,000-odd rows stay the seed's. (Training them did not change the benchmark's answer.)
 """
 from __future__ import annotations
 
