@@ -46,7 +46,7 @@ def metric_folders(root: Path) -> tuple[Path, Path]:
     blip_config.text_config.update(dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                                         num_attention_heads=12, encoder_hidden_size=768, max_position_embeddings=512))
     for model, folder in ((CLIPModel(clip_config), clip_dir), (BlipForConditionalGeneration(blip_config), blip_dir)):
-        metric_models._save_with_drawn_weights(model, folder, seed=3)
+        metric_models.save_with_drawn_weights(model, folder, seed=3)
     return clip_dir, blip_dir
 
 

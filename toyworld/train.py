@@ -82,10 +82,9 @@ class CaptionText:
         self.trainable = None
         if trained:
             ids = torch.tensor([text_encoder.token_ids(clip, c) for c in distinct])
-            embeddings = clip.cond_stage_model.clip_l.transformer.text_model.embeddings
-            tokens, position = text_encoder.embedding_tables(embeddings.token_embedding.weight.shape[0],
-                                                             *embeddings.position_embedding.weight.shape)
-            self.trainable = text_encoder.Trainable(torch.unique(ids), tokens, position).to(device)
+            embeddings = clip.cond_stage_model.clip_l.transformer.text_model.embeddings  # the seed's tables
+            self.trainable = text_encoder.Trainable(torch.unique(ids), embeddings.token_embedding.weight.detach(),
+                                                    embeddings.position_embedding.weight.detach()).to(device)
             self.ids = ids.to(device)
         else:
             with torch.inference_mode():
@@ -207,8 +206,8 @@ def train(args) -> dict:
         state = {**net.state_dict(), **dict(zip(names, ema))}
         text_state = None
         if text.trainable is not None:
-            tokens, position = ema[len(unet_params):]
-            text_state = {**text.trainable.stored(), "tokens": tokens, "position": position}
+            names_of_text = (n for n, _ in text.trainable.named_parameters())
+            text_state = {**text.trainable.stored(), **dict(zip(names_of_text, ema[len(unet_params):]))}
         return toy_model.save(args.out, state, unet.UNET_CONFIG, text.digest,
                               {**settings, "eval_loss_before": before, **progress}, text_state)
 

@@ -29,7 +29,7 @@ def _tiny_layers(hidden: int = 32) -> dict:
     return {"hidden_size": hidden, "intermediate_size": 2 * hidden, "num_hidden_layers": 2, "num_attention_heads": 2}
 
 
-def _save_with_drawn_weights(model, path: Path, seed: int) -> None:
+def save_with_drawn_weights(model, path: Path, seed: int) -> None:
     fill_random_({k: v for k, v in model.state_dict().items() if v.is_floating_point()}, seed)
     model.eval().save_pretrained(path)
 
@@ -48,7 +48,7 @@ def tiny_clip_folder(path: str | Path) -> Path:
         vision_config={**_tiny_layers(), "image_size": CLIP_IMAGE_SIZE, "patch_size": 8},
         projection_dim=16,
     )
-    _save_with_drawn_weights(CLIPModel(config), path, seed=0)
+    save_with_drawn_weights(CLIPModel(config), path, seed=0)
     tokenizer.save_pretrained(path)
     return path
 
@@ -71,6 +71,6 @@ def tiny_blip_folder(path: str | Path) -> Path:
         vision_config={**_tiny_layers(), "image_size": BLIP_IMAGE_SIZE, "patch_size": 8},
         projection_dim=16,
     )
-    _save_with_drawn_weights(BlipForConditionalGeneration(config), path, seed=1)
+    save_with_drawn_weights(BlipForConditionalGeneration(config), path, seed=1)
     tokenizer.save_pretrained(path)
     return path
