@@ -19,6 +19,8 @@ from aande_pack.nodes.declarations.inputs import ae_inputs
 from aande_pack.nodes.declarations.select_tokens import AESelectSubjectTokens
 from aande_pack.toyworld import judge, model, sanity, text_encoder, train, vae, world
 
+COMMITTED = ROOT / "toyworld" / "weights" / "toyworld.safetensors"
+
 LOADER = ROOT / "tests" / "demo_nodes" / "aande_toy_loader"
 
 
@@ -198,7 +200,7 @@ def test_judge_metric_interface_takes_the_runners_batch_prompt_or_one_per_image(
     assert metric.measure(images, "a yellow star and a green ring") == batch
     assert [r["judge_both"] for r in metric.measure(images, ["a ring", "a star"])] == [True, True]
     assert set(batch[0]) == {"judge_present_1", "judge_present_2", "judge_both", "judge_binding", "judge_count",
-                             "judge_objects"}
+                             "judge_objects", "judge_background"}
     with pytest.raises(ValueError, match="multiple of 32"):
         metric.measure(torch.zeros(1, 100, 100, 3), "a ring")
 
@@ -333,6 +335,52 @@ def test_toy_vae_is_invertible_and_matches_comfys_latent_convention(toy):
     assert torch.equal(unet_input[:, 3], torch.zeros(3, 32, 32))
     (empty,) = comfy_nodes.EmptyLatentImage().generate(256, 256, 2)
     assert comfy_nodes.VAEDecode().decode(toy_vae, empty)[0].shape == (2, 256, 256, 3)
+
+
+@pytest.fixture(scope="module")
+def centred_run(tmp_path_factory):
+    """The CPU check with the toy VAE centred on the world's mean background."""
+    out = tmp_path_factory.mktemp("toyworld") / "centred.safetensors"
+    train.train(train.parse_args(["--device", "cpu", "--quick", "--seed", "3", "--out", str(out),
+                                  "--latent-centre", "background"]))
+    return out
+
+
+def test_centred_latent_puts_comfys_empty_latent_on_the_worlds_mean_background(centred_run):
+    mean_background = np.mean(np.array(world.BACKGROUNDS), axis=0)  # RGB in 0..1
+    _, meta, _ = model.read(centred_run)
+    assert np.allclose(json.loads(meta["latent_centre"]), 2 * mean_background - 1, atol=1e-6)
+    assert json.loads(meta["training"])["latent_centre"] == "background"
+    mdl, _, toy_vae = model.load(centred_run, "cpu")
+    (empty,) = comfy_nodes.EmptyLatentImage().generate(256, 256, 1)
+    decoded = comfy_nodes.VAEDecode().decode(toy_vae, empty)[0]
+    assert torch.allclose(decoded, torch.tensor(mean_background, dtype=torch.float32).expand(1, 256, 256, 3),
+                          atol=1e-6)
+    # what training fed the UNet is what VAEEncode then process_latent_in give for the same image
+    rng = np.random.default_rng(4)
+    small = torch.from_numpy(np.stack([world.render(world.draw_scene(rng)) for _ in range(2)]))
+    (latent,) = comfy_nodes.VAEEncode().encode(toy_vae, small.repeat_interleave(8, 1).repeat_interleave(8, 2))
+    pool = (small * 255).round().to(torch.uint8).movedim(-1, 1)
+    batches = train.Batches(pool, torch.zeros(2, dtype=torch.long), torch.Generator(), toy_vae)
+    fed = batches.x0(torch.arange(2), torch.zeros(2, dtype=torch.bool))
+    assert torch.allclose(mdl.model.process_latent_in(latent["samples"]), fed, atol=2 / 255)
+    assert torch.allclose(comfy_nodes.VAEDecode().decode(toy_vae, latent)[0][:, ::8, ::8], small, atol=1e-6)
+
+
+def test_the_committed_model_keeps_the_zero_centre_its_file_predates():
+    _, meta, _ = model.read(COMMITTED)
+    assert "latent_centre" not in meta
+    _, _, toy_vae = model.load(COMMITTED, "cpu")
+    (empty,) = comfy_nodes.EmptyLatentImage().generate(64, 64, 1)
+    assert torch.allclose(comfy_nodes.VAEDecode().decode(toy_vae, empty)[0], torch.full((1, 64, 64, 3), 0.5))
+
+
+def test_border_brightness_reads_the_background_not_the_objects():
+    image = _image(("square", "white", 5, 16), ("circle", "red", 24, 16))  # the square touches the left border
+    assert judge.border_brightness(image) == pytest.approx(max(world.BACKGROUNDS[0]), abs=1e-6)
+    decoded_size = image.repeat(8, 0).repeat(8, 1)
+    assert judge.border_brightness(decoded_size) == pytest.approx(max(world.BACKGROUNDS[0]), abs=1e-6)
+    assert judge.border_brightness(np.full((32, 32, 3), 0.5, np.float32)) == 0.5
 
 
 def test_standard_ksampler_samples_the_toy_model(toy):

@@ -20,7 +20,8 @@
 # TRAIN_S (370) s of its loop, and is killed at 400 s (the weights are rewritten every 60 s while it trains); the
 # sanity grid starts no call after 450 s and is killed at 470 s; the benchmark runs until 585 s (with the sanity grid
 # on, latent/2 may end a few prompts short: 848 of 864 images on a 10 steps/s H200).
-# Settings by environment: TEXT (training's --text-embeddings, default frozen), STEPS (default 3525): the defaults
+# Settings by environment: TEXT (training's --text-embeddings, default frozen), LATENT (training's --latent-centre,
+# default zero), STEPS (default 3525): the defaults
 # rebuild toyworld/weights/toyworld.safetensors bit for bit (checked on an H200 at 12.2 steps/s, 288.5 s);
 # SANITY=0 skips the sanity grid (the benchmark then starts after training).
 #
@@ -32,6 +33,7 @@ cd "$(dirname "$0")/.."
 start=$(date +%s)
 TRAIN_S=${TRAIN_S:-370}
 TEXT=${TEXT:-frozen}
+LATENT=${LATENT:-zero}
 STEPS=${STEPS:-3525}
 SANITY=${SANITY:-1}
 PY=${PYTHON:-python3}
@@ -47,7 +49,7 @@ source toyworld/device_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee "$log"
 
 timeout "$(left 400)" "$PY" -m toyworld.train "${device[@]}" --seed 0 --out "$OUT/toyworld.safetensors" \
-  --max-train-s "$TRAIN_S" --text-embeddings "$TEXT" "${train_extra[@]}" 2>&1 | tee -a "$log"
+  --max-train-s "$TRAIN_S" --text-embeddings "$TEXT" --latent-centre "$LATENT" "${train_extra[@]}" 2>&1 | tee -a "$log"
 [ -f "$OUT/toyworld.safetensors" ] || { echo "training wrote no weights" >&2; exit 1; }
 
 if [ "$SANITY" = 1 ]; then

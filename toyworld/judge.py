@@ -87,6 +87,15 @@ def classify(mask: np.ndarray) -> str:
     return "circle"
 
 
+def border_brightness(image: np.ndarray) -> float:
+    """The median, over the outermost ring of pixels at world size, of each pixel's brightest channel: how bright
+    an image's background is (on 3,000 renders of the world at most 0.164; a bright or coloured
+    border is a background the world never draws). The median ignores objects touching the border."""
+    img = to_world_size(np.asarray(image, dtype=np.float32)).max(axis=-1)
+    ring = np.concatenate([img[0], img[-1], img[1:-1, 0], img[1:-1, -1]])
+    return round(float(np.median(ring)), 4)
+
+
 def find_objects(image: np.ndarray) -> list[Found]:
     """The objects in one image ((H, W, 3) in 0..1, side a multiple of world.SIZE), left to right."""
     img = to_world_size(np.asarray(image, dtype=np.float32))
@@ -131,7 +140,7 @@ def answer(found: list[Found], prompt: world.Prompt) -> dict:
 
 class Judge:
     """The metric the evaluation runner calls (aande_eval: `--metric aande_pack.toyworld.judge:Judge`):
-    measure(images, prompt) -> one dict per image."""
+    measure(images, prompt) -> one dict per image: answer()'s verdict and the border's brightness."""
     name = "judge"
 
     def measure(self, images: torch.Tensor, prompt) -> list[dict]:
@@ -146,4 +155,5 @@ class Judge:
             raise ValueError(f"the judge needs (B, H, W, 3) images and one prompt for the batch or per image; got "
                              f"{tuple(images.shape)} and {len(texts)} prompts")
         arrays = images.detach().to("cpu", torch.float32).numpy()
-        return [answer(find_objects(a), world.parse_prompt(t)) for a, t in zip(arrays, texts)]
+        return [{**answer(find_objects(a), world.parse_prompt(t)), "judge_background": border_brightness(a)}
+                for a, t in zip(arrays, texts)]

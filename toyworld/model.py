@@ -8,7 +8,8 @@ The file is a safetensors of the UNet's weights in fp16 under ComfyUI's names (d
 unet_config, the text encoder's settings and digest, and the training settings in the metadata, so a file says
 everything needed to rebuild and reproduce it. A model whose text embeddings were trained also holds their rows
 (text_embeddings.*, float32: about 0.3 MB) and says "text_embeddings": "trained"; a file without them
-(the first model) uses the seed's frozen tables.
+(the first model) uses the seed's frozen tables. "latent_centre" is the RGB the toy VAE's zero latent stands for
+(vae.CENTRES); a file without it (the first model) was trained with the zero centre.
 """
 from __future__ import annotations
 
@@ -19,14 +20,16 @@ import torch
 
 from . import text_encoder, unet
 from .comfy_host import import_comfy
-from .vae import ToyVAE
+from .vae import CENTRES, ToyVAE
 
 FORMAT = "aande-toyworld-1"
 
 
-def metadata(unet_config: dict, clip_digest: str, training: dict, trained_text: bool) -> dict[str, str]:
+def metadata(unet_config: dict, clip_digest: str, training: dict, trained_text: bool,
+             latent_centre=CENTRES["zero"]) -> dict[str, str]:
     """The weights file's metadata (safetensors takes str -> str)."""
     return {"format": FORMAT, "unet_config": json.dumps(unet_config, sort_keys=True),
+            "latent_centre": json.dumps(list(latent_centre)),
             "clip_config": json.dumps(text_encoder.CLIP_CONFIG, sort_keys=True),
             "embedding_seed": str(text_encoder.EMBEDDING_SEED), "clip_digest": clip_digest,
             "text_embeddings": "trained" if trained_text else "frozen",
@@ -34,9 +37,11 @@ def metadata(unet_config: dict, clip_digest: str, training: dict, trained_text: 
 
 
 def save(path: str | Path, unet_state: dict[str, torch.Tensor], unet_config: dict, clip_digest: str,
-         training: dict, text_state: dict[str, torch.Tensor] | None = None) -> Path:
+         training: dict, text_state: dict[str, torch.Tensor] | None = None,
+         latent_centre=CENTRES["zero"]) -> Path:
     """Write a UNet state dict (ComfyUI's names inside diffusion_model) in fp16, the trained text rows
-    (text_encoder.Trainable.stored()) if any in float32, and the metadata; returns the path."""
+    (text_encoder.Trainable.stored()) if any in float32, and the metadata with the VAE's latent centre; returns
+    the path."""
     from safetensors.torch import save_file
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,7 +51,8 @@ def save(path: str | Path, unet_state: dict[str, torch.Tensor], unet_config: dic
         state[text_encoder.TEXT_PREFIX + k] = v.detach().to("cpu", v.dtype if k == "token_ids" else
                                                              torch.float32).contiguous()
     tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=metadata(unet_config, clip_digest, training, text_state is not None))
+    save_file(state, str(tmp),
+              metadata=metadata(unet_config, clip_digest, training, text_state is not None, latent_centre))
     tmp.replace(path)  # a reader never sees half a file (the device job saves while it trains)
     return path
 
@@ -74,6 +80,14 @@ def read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str], dic
     return state, meta, text or None
 
 
+def latent_centre(meta: dict[str, str]) -> tuple[float, float, float]:
+    """The toy VAE's centre a weights file was trained with (the zero centre for files from before it was stored)."""
+    centre = json.loads(meta.get("latent_centre", "[0, 0, 0]"))
+    if len(centre) != 3:
+        raise ValueError(f"a toy-world weights file's latent_centre must be three numbers; got {centre!r}")
+    return tuple(float(c) for c in centre)
+
+
 def load(weights_path: str | Path, device="cpu"):
     """(MODEL, CLIP, VAE) from a weights file, on `device`, computing in float32."""
     device = torch.device(device)
@@ -97,4 +111,4 @@ def load(weights_path: str | Path, device="cpu"):
         for name, tensor in state.items():
             own[name].copy_(tensor)
     model = comfy.model_patcher.ModelPatcher(base, load_device=device, offload_device=torch.device("cpu"))
-    return model, clip, ToyVAE()
+    return model, clip, ToyVAE(latent_centre(meta))

@@ -100,8 +100,9 @@ def run_prompt(model, clip, vae, prompt_text, mode, args, negative):
 
 
 def summarise(rows) -> dict:
-    """Per (group, mode): images, and the share with both subjects present / colours bound."""
-    out = {}
+    """Per (group, mode): images, how many have both subjects present / colours bound, and the median border
+    brightness (judge.border_brightness: at most 0.164 on renders of the world)."""
+    out, borders = {}, {}
     for r in rows:
         key = f"{r['group']}/{r['mode']}"
         s = out.setdefault(key, {"images": 0, "both": 0, "binding_n": 0, "binding": 0})
@@ -110,6 +111,9 @@ def summarise(rows) -> dict:
         if r["judge_binding"] is not None:
             s["binding_n"] += 1
             s["binding"] += bool(r["judge_binding"])
+        borders.setdefault(key, []).append(r["judge_background"])
+    for key, values in borders.items():
+        out[key]["background_median"] = round(float(np.median(values)), 4)
     return out
 
 
@@ -184,7 +188,8 @@ def main(argv=None) -> dict:
                 images, record, seconds = run_prompt(model, clip, vae, text, mode, args, negative)
                 parsed = world.parse_prompt(text)
                 found = [judge.find_objects(im) for im in images.numpy()]
-                verdicts = [judge.answer(f, parsed) for f in found]
+                verdicts = [{**judge.answer(f, parsed), "judge_background": judge.border_brightness(im)}
+                            for f, im in zip(found, images.numpy())]
                 on_subject = attention_on_subjects(record, found, parsed)
                 for s, v in enumerate(verdicts):
                     losses = [float(st.loss[s]) for st in record.steps]

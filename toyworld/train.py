@@ -6,7 +6,9 @@ bitwise-identical weights; a --max-train-s cap makes the step count depend on th
 pool of world scenes drawn once (world.draw_pool) with random horizontal flips. With --text-embeddings frozen (the
 default, the committed model) each caption is encoded once by the toy CLIP, exactly as CLIP Text Encode would
 encode it at sampling time; with trained, the embedding rows of the captions' tokens and the position table train
-with the UNet (text_encoder.Trainable) and are saved beside it. The noise schedule is the one
+with the UNet (text_encoder.Trainable) and are saved beside it. --latent-centre background trains on the toy VAE's
+centred latent (vae.py: ComfyUI's zero starting latent is then the world's mean background); the file records
+its centre. The noise schedule is the one
 ComfyUI samples with (the SD15 model's model_sampling: scaled-linear betas 0.00085..0.012 over 1000 steps), the
 loss eps-MSE on the UNet itself, the optimiser AdamW with a short warm-up and a constant rate, and the saved
 weights are an exponential moving average (EMA), fp16, with every setting in the file's metadata.
@@ -30,6 +32,7 @@ import torch
 from . import model as toy_model
 from . import text_encoder, unet, world
 from .comfy_host import import_comfy
+from .vae import CENTRES, ToyVAE
 
 GPU_DEFAULTS = {"steps": 4000, "batch": 512, "pool": 100_000, "lr": 5e-4, "warmup": 250, "ema": 0.999,
                 "log_every": 100, "eval_batch": 512}
@@ -50,6 +53,9 @@ def parse_args(argv=None):
     p.add_argument("--text-embeddings", choices=("frozen", "trained"), default="frozen",
                    help="keep the seed's frozen tables (default: the committed model), or train the caption words' "
                         "embedding rows and the positions with the UNet")
+    p.add_argument("--latent-centre", choices=tuple(CENTRES), default="zero",
+                   help="the RGB the toy VAE's zero latent stands for: zero (default: the committed model, mid-grey) or "
+                        "background (the mean of the world's backgrounds, where ComfyUI's empty latent starts)")
     p.add_argument("--max-train-s", type=float, default=float("inf"),
                    help="stop training after this many seconds of the training loop (the metadata says so)")
     p.add_argument("--save-every-s", type=float, default=60.0, help="rewrite --out this often while training")
@@ -100,18 +106,20 @@ class CaptionText:
 
 
 class Batches:
-    """Training batches from the pool: images as the UNet's x0 (RGB in [-1, 1] and a zero channel, the toy VAE's
-    latent after ComfyUI's process_latent_in), flipped at random, with their caption numbers."""
+    """Training batches from the pool: images as the UNet's x0 (the toy VAE's latent after ComfyUI's
+    process_latent_in: RGB in [-1, 1] less the VAE's centre, and a zero channel), flipped at random, with their
+    caption numbers."""
 
-    def __init__(self, images, caption_index, generator):
+    def __init__(self, images, caption_index, generator, vae: ToyVAE):
         self.images = images            # (N, 3, 32, 32) uint8 on the device
         self.caption_index = caption_index
         self.generator = generator
+        self.vae = vae
 
     def x0(self, idx, flip):
         x = self.images[idx].float() / 127.5 - 1.0
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        return torch.cat([x, torch.zeros_like(x[:, :1])], dim=1)
+        return self.vae.to_unet(x)
 
     def draw(self, batch):
         g, device = self.generator, self.images.device
@@ -166,11 +174,12 @@ def train(args) -> dict:
                                   fused=cuda)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
     generator = torch.Generator(device).manual_seed(args.seed)
-    batches = Batches(pool, text.index, generator)
+    vae = ToyVAE(CENTRES[args.latent_centre])
+    batches = Batches(pool, text.index, generator, vae)
 
     # a fixed evaluation batch (its own generator): the loss there, before and after, says whether training worked
     eval_gen = torch.Generator(device).manual_seed(args.seed + 1)
-    eval_x0, eval_rows = Batches(pool, text.index, eval_gen).draw(args.eval_batch)
+    eval_x0, eval_rows = Batches(pool, text.index, eval_gen, vae).draw(args.eval_batch)
     eval_t = torch.randint(0, len(alphas_cumprod), (args.eval_batch,), generator=eval_gen, device=device)
     eval_noise = torch.randn(eval_x0.shape, generator=eval_gen, device=device)
 
@@ -195,7 +204,7 @@ def train(args) -> dict:
                 "quick": args.quick, "max_train_s": args.max_train_s, "device": str(device),
                 "device_name": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
                 "torch": torch.__version__, "unet_parameters": n_params, "distinct_captions": text.distinct,
-                "text_embeddings": args.text_embeddings}
+                "text_embeddings": args.text_embeddings, "latent_centre": args.latent_centre}
     before = eval_loss(params)
     log(f"eval loss before training: {before:.4f}")
     names = [n for n, _ in net.named_parameters()]
@@ -209,7 +218,8 @@ def train(args) -> dict:
             names_of_text = (n for n, _ in text.trainable.named_parameters())
             text_state = {**text.trainable.stored(), **dict(zip(names_of_text, ema[len(unet_params):]))}
         return toy_model.save(args.out, state, unet.UNET_CONFIG, text.digest,
-                              {**settings, "eval_loss_before": before, **progress}, text_state)
+                              {**settings, "eval_loss_before": before, **progress}, text_state,
+                              vae.centre)
 
     loop_start = last_save = time.perf_counter()
     history, running, counted = [], torch.zeros((), device=device), 0
