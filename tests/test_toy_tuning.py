@@ -58,3 +58,21 @@ def test_committed_fresh_seed_test_matches_the_efficacy_report():
     assert len(neglected) == 36
     assert (tuning.paired(lines, neglected)["fixed"], tuning.paired(lines, neglected)["broken"]) == (18, 23)
     assert {json.dumps(x["settings"]["ae"]["scale_factor"]) for x in lines if x["method"] == "ae"} == {"20.0"}
+
+
+def test_committed_centred_model_results_match_the_efficacy_report():
+    """docs/efficacy.md, "A centred latent": the GPU benchmark at the paper's step, and the CPU test at scale 5 on
+    fresh seeds, as the committed lines count them."""
+    centred = RESULTS / "centred"
+    neglected = tuning.neglected_prompts(tuning.read_lines(RESULTS / "benchmark_latent2.jsonl"))
+    paper = tuning.read_lines(centred / "benchmark_latent2.jsonl")
+    every = tuning.paired(paper)
+    assert (every["prompts"], every["pairs"], every["fixed"], every["broken"]) == (54, 432, 64, 102)
+    assert every["sign_test_p"] == pytest.approx(0.004, abs=5e-4)
+    fresh = tuning.read_lines(centred / "cpu_fresh_seeds_scale5.jsonl")
+    assert sorted({x["seed"] for x in fresh}) == [8, 9, 10, 11]
+    assert {x["settings"]["ae"]["scale_factor"] for x in fresh if x["method"] == "ae"} == {5.0}
+    every = tuning.paired(fresh)
+    assert (every["prompts"], every["pairs"], every["fixed"], every["broken"]) == (54, 216, 25, 12)
+    assert every["sign_test_p"] < 0.05
+    assert (tuning.paired(fresh, neglected)["fixed"], tuning.paired(fresh, neglected)["broken"]) == (23, 10)
