@@ -76,3 +76,8 @@ def test_committed_centred_model_results_match_the_efficacy_report():
     assert (every["prompts"], every["pairs"], every["fixed"], every["broken"]) == (54, 216, 25, 12)
     assert every["sign_test_p"] < 0.05
     assert (tuning.paired(fresh, neglected)["fixed"], tuning.paired(fresh, neglected)["broken"]) == (23, 10)
+    replication = tuning.read_lines(centred / "cpu_replication_seeds12_15_scale5.jsonl")  # cut short: 32 prompts
+    again = tuning.paired(replication)
+    assert (again["prompts"], again["pairs"], again["fixed"], again["broken"]) == (32, 124, 12, 20)
+    together = tuning.paired(fresh + replication)
+    assert (together["fixed"], together["broken"]) == (37, 32) and together["sign_test_p"] > 0.5
