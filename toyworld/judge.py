@@ -138,9 +138,14 @@ def answer(found: list[Found], prompt: world.Prompt) -> dict:
             "judge_objects": "; ".join(f.describe() for f in found) or "(none)"}
 
 
+def verdict(image: np.ndarray, found: list[Found], prompt: world.Prompt) -> dict:
+    """answer()'s verdict on `found` (find_objects(image)) and the image's border brightness."""
+    return {**answer(found, prompt), "judge_background": border_brightness(image)}
+
+
 class Judge:
     """The metric the evaluation runner calls (aande_eval: `--metric aande_pack.toyworld.judge:Judge`):
-    measure(images, prompt) -> one dict per image: answer()'s verdict and the border's brightness."""
+    measure(images, prompt) -> one dict per image (verdict())."""
     name = "judge"
 
     def measure(self, images: torch.Tensor, prompt) -> list[dict]:
@@ -155,5 +160,4 @@ class Judge:
             raise ValueError(f"the judge needs (B, H, W, 3) images and one prompt for the batch or per image; got "
                              f"{tuple(images.shape)} and {len(texts)} prompts")
         arrays = images.detach().to("cpu", torch.float32).numpy()
-        return [{**answer(find_objects(a), world.parse_prompt(t)), "judge_background": border_brightness(a)}
-                for a, t in zip(arrays, texts)]
+        return [verdict(a, find_objects(a), world.parse_prompt(t)) for a, t in zip(arrays, texts)]

@@ -80,14 +80,6 @@ def read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str], dic
     return state, meta, text or None
 
 
-def latent_centre(meta: dict[str, str]) -> tuple[float, float, float]:
-    """The toy VAE's centre a weights file was trained with (the zero centre for files from before it was stored)."""
-    centre = json.loads(meta.get("latent_centre", "[0, 0, 0]"))
-    if len(centre) != 3:
-        raise ValueError(f"a toy-world weights file's latent_centre must be three numbers; got {centre!r}")
-    return tuple(float(c) for c in centre)
-
-
 def load(weights_path: str | Path, device="cpu"):
     """(MODEL, CLIP, VAE) from a weights file, on `device`, computing in float32."""
     device = torch.device(device)
@@ -111,4 +103,6 @@ def load(weights_path: str | Path, device="cpu"):
         for name, tensor in state.items():
             own[name].copy_(tensor)
     model = comfy.model_patcher.ModelPatcher(base, load_device=device, offload_device=torch.device("cpu"))
-    return model, clip, ToyVAE(latent_centre(meta))
+    # files from before the centre was stored were trained with the zero centre; ToyVAE checks the triple
+    centre = json.loads(meta["latent_centre"]) if "latent_centre" in meta else CENTRES["zero"]
+    return model, clip, ToyVAE(centre)

@@ -38,12 +38,18 @@ class ToyVAE:
         if len(centre) != 3:
             raise ValueError(f"the toy VAE's centre is an RGB triple in [-1, 1]; got {centre!r}")
         self.centre = tuple(float(c) for c in centre)
+        self._centres = {}  # (device, dtype) -> (1, 3, 1, 1) tensor: no host-to-device copy per training step
+
+    def _centre_like(self, t: torch.Tensor) -> torch.Tensor:
+        key = (t.device, t.dtype)
+        if key not in self._centres:
+            self._centres[key] = torch.tensor(self.centre, dtype=t.dtype, device=t.device).view(1, 3, 1, 1)
+        return self._centres[key]
 
     def to_unet(self, rgb: torch.Tensor) -> torch.Tensor:
         """RGB (B, 3, h, w) in [-1, 1] -> the UNet's x0 (B, 4, h, w): less the centre, and a zero fourth channel.
         Training feeds the UNet this, which is what encode() gives after ComfyUI's process_latent_in."""
-        centre = torch.tensor(self.centre, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
-        return torch.cat([rgb - centre, torch.zeros_like(rgb[:, :1])], dim=1)
+        return torch.cat([rgb - self._centre_like(rgb), torch.zeros_like(rgb[:, :1])], dim=1)
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """ComfyUI IMAGE (B, H, W, 3) in 0..1, H and W multiples of 8 -> LATENT samples (B, 4, H/8, W/8)."""
@@ -57,8 +63,8 @@ class ToyVAE:
         """LATENT samples (B, 4, h, w) -> IMAGE (B, 8h, 8w, 3) in 0..1 on the CPU; the fourth channel is ignored."""
         if samples.ndim != 4 or samples.shape[1] != self.latent_channels:
             raise ValueError(f"the toy VAE decodes (B, 4, h, w) latents; got {tuple(samples.shape)}")
-        centre = torch.tensor(self.centre, device=samples.device).view(1, 3, 1, 1)
-        rgb = ((samples[:, :3].float() * SD15_LATENT_SCALE + centre).clamp(-1, 1) + 1) / 2
+        rgb = samples[:, :3].float() * SD15_LATENT_SCALE
+        rgb = ((rgb + self._centre_like(rgb)).clamp(-1, 1) + 1) / 2
         rgb = rgb.repeat_interleave(RATIO, dim=2).repeat_interleave(RATIO, dim=3)
         return rgb.movedim(1, -1).to("cpu")
 
