@@ -46,6 +46,31 @@ def test_the_pool_is_a_function_of_its_seed_whatever_the_worker_count():
     assert not np.array_equal(images, other)
 
 
+def test_absent_drops_one_named_object_from_the_given_share_of_two_object_scenes():
+    """--absent's data: the caption still names both objects, the image keeps one of them, in about the share asked
+    for (binomial bounds, 5 sigma); one-object scenes and their captions are not touched."""
+    rng = np.random.default_rng(11)
+    scenes = [world.draw_scene(rng, absent=0.3) for _ in range(3000)]
+    named_two = [sc for sc in scenes if sc.caption and len(world.parse_prompt(sc.caption).subjects) == 2]
+    dropped = [sc for sc in named_two if len(sc.objects) == 1]
+    n, share = len(named_two), len(dropped) / len(named_two)
+    assert abs(share - 0.3) < 5 * (0.3 * 0.7 / n) ** 0.5, share
+    for sc in dropped:
+        assert sc.objects[0].shape in {subject.shape for subject in world.parse_prompt(sc.caption).subjects}
+    named_one = [sc for sc in scenes if sc.caption and len(world.parse_prompt(sc.caption).subjects) == 1]
+    assert named_one and all(len(sc.objects) == 1 for sc in named_one)
+    rng = np.random.default_rng(11)
+    plain = [world.draw_scene(rng) for _ in range(1000)]  # the default: every named object is drawn
+    assert all(len(sc.objects) == len(world.parse_prompt(sc.caption).subjects) for sc in plain if sc.caption)
+
+
+def test_training_refuses_an_absent_share_outside_0_to_1(capsys):
+    from aande_pack.toyworld import train
+    with pytest.raises(SystemExit):
+        train.parse_args(["--out", "w.safetensors", "--absent", "1.5"])
+    assert "--absent is a share of scenes, between 0 and 1; got 1.5" in capsys.readouterr().err
+
+
 def test_training_never_shows_a_held_out_composition_and_shows_every_part():
     rng = np.random.default_rng(3)
     scenes = [world.draw_scene(rng) for _ in range(3000)]

@@ -21,9 +21,10 @@
 # sanity grid starts no call after 450 s and is killed at 470 s; the benchmark runs until 585 s (with the sanity grid
 # on, latent/2 may end a few prompts short: 848 of 864 images on a 10 steps/s H200).
 # Settings by environment: TEXT (training's --text-embeddings, default frozen), LATENT (training's --latent-centre,
-# default zero), STEPS (default 3525): the defaults
+# default zero), ABSENT (training's --absent, default 0), STEPS (default 3525): the defaults
 # rebuild toyworld/weights/toyworld.safetensors bit for bit (checked on an H200 at 12.2 steps/s, 288.5 s);
-# SANITY=0 skips the sanity grid (the benchmark then starts after training).
+# SANITY=0 skips the sanity grid (the benchmark then starts after training); BENCH=0 skips the benchmark (for a
+# call that runs toyworld/repeat_job.sh on the new weights instead).
 #
 # Dry run of this very script on a CPU host (minutes; checks the paths, the copies and the outputs):
 #   OUT=/tmp/toy TOY_DRY_RUN=1 PYTHON=.dev/venv/bin/python bash toyworld/device_job.sh
@@ -36,6 +37,8 @@ TEXT=${TEXT:-frozen}
 LATENT=${LATENT:-zero}
 STEPS=${STEPS:-3525}
 SANITY=${SANITY:-1}
+BENCH=${BENCH:-1}
+ABSENT=${ABSENT:-0}
 PY=${PYTHON:-python3}
 left() { echo $(( start + $1 - $(date +%s) )); }
 device=(--device cuda); train_extra=(--steps "$STEPS"); sanity_extra=(); bench_extra=(--seeds 8 --batch 8 --steps 50)
@@ -49,7 +52,7 @@ source toyworld/device_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee "$log"
 
 timeout "$(left 400)" "$PY" -m toyworld.train "${device[@]}" --seed 0 --out "$OUT/toyworld.safetensors" \
-  --max-train-s "$TRAIN_S" --text-embeddings "$TEXT" --latent-centre "$LATENT" "${train_extra[@]}" 2>&1 | tee -a "$log"
+  --max-train-s "$TRAIN_S" --text-embeddings "$TEXT" --latent-centre "$LATENT" --absent "$ABSENT" "${train_extra[@]}" 2>&1 | tee -a "$log"
 [ -f "$OUT/toyworld.safetensors" ] || { echo "training wrote no weights" >&2; exit 1; }
 
 if [ "$SANITY" = 1 ]; then
@@ -58,10 +61,12 @@ if [ "$SANITY" = 1 ]; then
 fi
 rm -f "$OUT/sanity.log" "$OUT/train.log" "$OUT/gpu.txt"
 
-for res in 2 4; do
-  toy_eval 585 "$OUT/toyworld.safetensors" "/tmp/benchmark_$res" --ae "attention_res=latent/$res" "${bench_extra[@]}"
-  cp "/tmp/benchmark_$res/results-rank0.jsonl" "$OUT/benchmark_latent$res.jsonl" 2>/dev/null
-  [ -f "/tmp/benchmark_$res/table1.md" ] && { echo "## A&E at latent/$res"; cat "/tmp/benchmark_$res/table1.md"; } \
-    >> "$OUT/benchmark_tables.md"
-done
+if [ "$BENCH" = 1 ]; then
+  for res in 2 4; do
+    toy_eval 585 "$OUT/toyworld.safetensors" "/tmp/benchmark_$res" --ae "attention_res=latent/$res" "${bench_extra[@]}"
+    cp "/tmp/benchmark_$res/results-rank0.jsonl" "$OUT/benchmark_latent$res.jsonl" 2>/dev/null
+    [ -f "/tmp/benchmark_$res/table1.md" ] && { echo "## A&E at latent/$res"; cat "/tmp/benchmark_$res/table1.md"; } \
+      >> "$OUT/benchmark_tables.md"
+  done
+fi
 echo "[job] finished after $(( $(date +%s) - start )) s" | tee -a "$log"

@@ -8,7 +8,8 @@ default, the committed model) each caption is encoded once by the toy CLIP, exac
 encode it at sampling time; with trained, the embedding rows of the captions' tokens and the position table train
 with the UNet (text_encoder.Trainable) and are saved beside it. --latent-centre background trains on the toy VAE's
 centred latent (vae.py: ComfyUI's zero starting latent is then the world's mean background); the file records
-its centre. The noise schedule is the one
+its centre. --absent P trains on captions that name an object the image lacks, in a share P of the two-object
+scenes (world.draw_scene: the neglect the paper's prompts show comes from such data). The noise schedule is the one
 ComfyUI samples with (the SD15 model's model_sampling: scaled-linear betas 0.00085..0.012 over 1000 steps), the
 loss eps-MSE on the UNet itself, the optimiser AdamW with a short warm-up and a constant rate, and the saved
 weights are an exponential moving average (EMA), fp16, with every setting in the file's metadata.
@@ -56,11 +57,15 @@ def parse_args(argv=None):
     p.add_argument("--latent-centre", choices=tuple(CENTRES), default="zero",
                    help="the RGB the toy VAE's zero latent stands for: zero (default: the committed model, mid-grey) or "
                         "background (the mean of the world's backgrounds, where ComfyUI's empty latent starts)")
+    p.add_argument("--absent", type=float, default=0.0,
+                   help="share of two-object training scenes whose image keeps one object; the caption names both")
     p.add_argument("--max-train-s", type=float, default=float("inf"),
                    help="stop training after this many seconds of the training loop (the metadata says so)")
     p.add_argument("--save-every-s", type=float, default=60.0, help="rewrite --out this often while training")
     p.add_argument("--workers", type=int, default=0, help="processes drawing the pool (default: the CPU count)")
     args = p.parse_args(argv)
+    if not 0.0 <= args.absent <= 1.0:
+        p.error(f"--absent is a share of scenes, between 0 and 1; got {args.absent}")
     defaults = QUICK_DEFAULTS if args.quick else GPU_DEFAULTS
     for name, value in defaults.items():
         if getattr(args, name) is None:
@@ -146,7 +151,7 @@ def train(args) -> dict:
     torch.manual_seed(args.seed)
     # the pool first: its worker processes fork before ComfyUI's import initialises CUDA
     workers = args.workers or ((os.cpu_count() or 1) if device.type == "cuda" else 1)
-    images, captions = world.draw_pool(args.pool, args.seed, workers=workers)
+    images, captions = world.draw_pool(args.pool, args.seed, workers=workers, absent=args.absent)
     log(f"pool: {len(captions)} scenes ({captions.count('')} captions empty) in {time.perf_counter() - started:.1f} s "
         f"with {workers} processes")
     import_comfy(cpu=device.type == "cpu")
@@ -204,7 +209,7 @@ def train(args) -> dict:
                 "quick": args.quick, "max_train_s": args.max_train_s, "device": str(device),
                 "device_name": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
                 "torch": torch.__version__, "unet_parameters": n_params, "distinct_captions": text.distinct,
-                "text_embeddings": args.text_embeddings, "latent_centre": args.latent_centre}
+                "text_embeddings": args.text_embeddings, "latent_centre": args.latent_centre, "absent": args.absent}
     before = eval_loss(params)
     log(f"eval loss before training: {before:.4f}")
     names = [n for n, _ in net.named_parameters()]

@@ -12,6 +12,10 @@ latent off its distribution. The protocol, fixed before any of its runs:
     python -m toyworld.tuning choose TUNE_DIR...            prints the chosen scale factor
     python -m toyworld.tuning compare TEST.jsonl --split toyworld/results/benchmark_latent2.jsonl
 
+compare also sorts the failures by kind (failure_kind): A&E's loss asks for a missing subject's presence, so it
+can only be expected to repair images that lack an object, not images that show two objects with one of them
+mis-drawn.
+
 No ComfyUI needed.
 """
 from __future__ import annotations
@@ -21,6 +25,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 from scipy.stats import binomtest
 
 SCALES = (2.0, 5.0, 10.0, 20.0)
@@ -75,6 +80,52 @@ def paired(lines: list[dict], prompts: set[str] | None = None) -> dict:
             "sign_test_p": binomtest(fixed, fixed + broken).pvalue if fixed + broken else 1.0}
 
 
+KINDS = ("both present", "fewer than two objects", "two objects, a subject wrong", "more than two objects")
+
+
+def failure_kind(metrics: dict) -> str:
+    """Which of KINDS a judged image is: the judge's verdict and its object count (blobs included)."""
+    if metrics["judge_both"]:
+        return KINDS[0]
+    count = metrics["judge_count"]
+    return KINDS[1] if count < 2 else KINDS[2] if count == 2 else KINDS[3]
+
+
+def kinds(lines: list[dict]) -> dict[str, dict[str, int]]:
+    """Per kind, over the (prompt, seed) pairs with both methods: images of that kind with each method, the
+    standard images of that kind that A&E turned into both present (repaired), and the standard images with both
+    present that A&E turned into that kind (broken_into)."""
+    kind = {(line["prompt"], line["seed"], line["method"]): failure_kind(line["metrics"]) for line in lines}
+    pairs = [(kind[(p, s, "standard")], kind[(p, s, "ae")]) for (p, s, m) in kind
+             if m == "standard" and (p, s, "ae") in kind]
+    return {k: {"standard": sum(std == k for std, _ in pairs), "ae": sum(ae == k for _, ae in pairs),
+                "repaired": sum(std == k and ae == KINDS[0] for std, ae in pairs),
+                "broken_into": sum(std == KINDS[0] and ae == k for std, ae in pairs)} for k in KINDS}
+
+
+def kinds_table(lines: list[dict]) -> str:
+    out = ["| kind | standard | A&E | repaired by A&E | broken into |", "| --- | --- | --- | --- | --- |"]
+    for k, c in kinds(lines).items():
+        moved = ("", "") if k == KINDS[0] else (c["repaired"], c["broken_into"])
+        out.append(f"| {k} | {c['standard']} | {c['ae']} | {moved[0]} | {moved[1]} |")
+    return "\n".join(out)
+
+
+def loss_gap(lines: list[dict]) -> dict:
+    """Does a low A&E loss (every subject's attention peak high at the last altered step) mean both objects are
+    there? Within each prompt (categories differ in both their loss and their success, which pooling would mix):
+    the mean loss of its A&E images with both subjects present minus that of its A&E images without; averaged over
+    the prompts that have both, with how many of them have a positive gap (a loss higher where both are drawn)."""
+    by_prompt = defaultdict(lambda: ([], []))
+    for line in lines:
+        m = line["metrics"]
+        if line["method"] == "ae" and m.get("ae_loss_last") is not None:
+            by_prompt[line["prompt"]][0 if m["judge_both"] else 1].append(m["ae_loss_last"])
+    gaps = [float(np.mean(both) - np.mean(other)) for both, other in by_prompt.values() if both and other]
+    return {"prompts": len(gaps), "mean_gap": float(np.mean(gaps)) if gaps else float("nan"),
+            "positive": sum(g > 0 for g in gaps)}
+
+
 def compare_table(lines: list[dict], neglected: set[str]) -> str:
     every = {line["prompt"] for line in lines}
     rows = [("all", None), (f"neglected (standard < {NEGLECTED_BELOW} on seeds 0-7)", neglected & every),
@@ -103,7 +154,13 @@ def main(argv=None):
             print(f"# scale_factor {scale:g}: both present {rate:.3f} over {images} images")
         print(f"{best:g}")
     else:
-        print(compare_table(read_lines(args.results), neglected_prompts(read_lines(args.split))))
+        lines = read_lines(args.results)
+        print(compare_table(lines, neglected_prompts(read_lines(args.split))))
+        print()
+        print(kinds_table(lines))
+        gap = loss_gap(lines)
+        print(f"\nA&E loss at the last altered step, within a prompt, images with both present minus the rest: "
+              f"{gap['mean_gap']:+.3f} on average over {gap['prompts']} prompts, positive in {gap['positive']}")
 
 
 if __name__ == "__main__":

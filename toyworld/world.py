@@ -306,9 +306,12 @@ def draw_objects(rng, specs) -> tuple[Obj, ...] | None:
     return tuple(objects)
 
 
-def draw_scene(rng: np.random.Generator, training: bool = True) -> Scene:
+def draw_scene(rng: np.random.Generator, training: bool = True, absent: float = 0.0) -> Scene:
     """One random scene with its caption. training=True: never a held-out composition, and CAPTION_DROP of the
-    captions are "" (for classifier-free guidance)."""
+    captions are "" (for classifier-free guidance). absent: the share of two-object scenes whose image keeps only
+    one of the objects (drawn at random) while the caption names both, as web captions name objects their images
+    do not show; SD learns from them that a named subject may be missing, which is the neglect A&E is for. At 0
+    no extra draw is made, so the scenes are those of a world without it."""
     n = 1 if rng.random() < ONE_OBJECT else 2  # drawn once: redrawing it on a rejection would favour one object
     while True:
         specs = [(SHAPES[rng.integers(len(SHAPES))], list(COLOURS)[rng.integers(len(COLOURS))]) for _ in range(n)]
@@ -316,6 +319,8 @@ def draw_scene(rng: np.random.Generator, training: bool = True) -> Scene:
         if objects is not None and not (training and is_held_out(objects)):
             break
     caption = _caption(rng, objects)
+    if absent and n == 2 and rng.random() < absent:
+        objects = (objects[rng.integers(2)],)
     if training and rng.random() < CAPTION_DROP:
         caption = ""
     background = BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
@@ -327,16 +332,17 @@ POOL_CHUNK = 1000  # scenes per generator stream: chunk k of a pool comes from d
 
 
 def _pool_chunk(args):
-    seed, k, n = args
+    seed, k, n, absent = args
     rng = np.random.default_rng([seed, k])
-    scenes = [draw_scene(rng) for _ in range(n)]
+    scenes = [draw_scene(rng, absent=absent) for _ in range(n)]
     return np.stack([np.round(render(s) * 255).astype(np.uint8) for s in scenes]), [s.caption for s in scenes]
 
 
-def draw_pool(n: int, seed: int, workers: int = 1) -> tuple[np.ndarray, list[str]]:
-    """n training scenes from `seed`: images (n, SIZE, SIZE, 3) uint8 and their captions. Drawn in chunks of
-    POOL_CHUNK with a stream each, so the pool is the same whatever the number of worker processes."""
-    jobs = [(seed, k, min(POOL_CHUNK, n - start)) for k, start in enumerate(range(0, n, POOL_CHUNK))]
+def draw_pool(n: int, seed: int, workers: int = 1, absent: float = 0.0) -> tuple[np.ndarray, list[str]]:
+    """n training scenes from `seed` (with draw_scene's `absent`): images (n, SIZE, SIZE, 3) uint8 and their
+    captions. Drawn in chunks of POOL_CHUNK with a stream each, so the pool is the same whatever the number of
+    worker processes."""
+    jobs = [(seed, k, min(POOL_CHUNK, n - start), absent) for k, start in enumerate(range(0, n, POOL_CHUNK))]
     if workers > 1 and len(jobs) > 1:
         import multiprocessing
         with multiprocessing.get_context("fork").Pool(min(workers, len(jobs))) as pool:
