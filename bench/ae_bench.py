@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -419,6 +420,8 @@ def parse_args(argv=None):
                    "MFU columns (H200: ~790 measured)")
     p.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN time its convolution algorithms per "
                    "shape (torch.backends.cudnn.benchmark, what ComfyUI's --fast autotune sets)")
+    p.add_argument("--nhwc-norm", action="store_true", help="the CUDA-graph pass's GroupNorms stay channels-last, "
+                   "compiled (AANDE_NHWC_NORM=1, nodes/engine/nhwc_norm.py)")
     return p.parse_args(argv)
 
 
@@ -447,9 +450,13 @@ def main(argv=None):
     host.import_comfy(comfy_dir, cpu=args.device == "cpu")
     import comfy.model_management
     import comfy.utils
+
+    from aande_pack.nodes.engine.gradient_pass import NHWC_NORM_SWITCH
     comfy.utils.PROGRESS_BAR_ENABLED = False
     if args.cudnn_benchmark:
         torch.backends.cudnn.benchmark = True
+    if args.nhwc_norm:
+        os.environ[NHWC_NORM_SWITCH] = "1"
 
     device = comfy.model_management.get_torch_device()
     plan = Plan(device=device, dtype=torch.float16 if device.type == "cuda" else torch.float32,
@@ -465,7 +472,8 @@ def main(argv=None):
             "sampler": "ddim + ddim_uniform", "cfg": plan.cfg, "token_indices": TOKENS, "repeats": plan.repeats,
             "warmup_steps": plan.warmup_steps, "diffusers": getattr(diffusers, "__version__", None),
             "diffusers_missing": diffusers_missing, "argv": sys.argv[1:], "peak_tflops": args.peak_tflops,
-            "cudnn_benchmark": torch.backends.cudnn.benchmark}
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "nhwc_norm": os.environ.get(NHWC_NORM_SWITCH, "0") != "0"}
     bench = Bench(plan, Path(args.out), meta)
     arch = archs(args.quick)
 

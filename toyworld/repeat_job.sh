@@ -9,7 +9,8 @@
 #   [".device", ".whl", ".dev/comfyui-0.3.75/comfy/sd1_tokenizer", ".dev/comfyui-0.3.75/comfy/sd1_clip_config.json"],
 #   command: bash toyworld/repeat_job.sh
 # Writes into $OUT: job.log, arm_standard.jsonl and arm_scale{S}.jsonl (the runner's per-image lines, also of an
-# arm cut short), arms.log (the arms' runner logs, one after another), and tables.md (python -m toyworld.tuning compare of each scale against standard).
+# arm cut short), arms.log (the arms' runner logs, one after another), and tables.md (python -m toyworld.tuning
+# compare of each scale against standard).
 # Every arm is stopped DEADLINE_S (default 560) s after the job's start.
 # Dry run on a CPU host: OUT=/tmp/repeat TOY_DRY_RUN=1 PYTHON=.dev/venv/bin/python bash toyworld/repeat_job.sh
 set -uo pipefail

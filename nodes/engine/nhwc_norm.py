@@ -1,0 +1,84 @@
+"""GroupNorm that keeps a channels-last activation channels-last, for the CUDA-graph gradient pass.
+
+PyTorch's group_norm makes a channels-last input contiguous (NCHW) on every device but the CPU, and its NCHW output
+is converted back by the next channels-last convolution, forward and backward: about five copies of the activation
+per GroupNorm, most of the pass's `aten::copy_` time (docs/benchmarks.md, step 11). Here the norm is computed on the
+channels-last tensor as it lies, with PyTorch's float32 statistics, and compiled so that the reduction and the
+elementwise work fuse (unfused it would read and write the activation as often as the copies it saves).
+"""
+from __future__ import annotations
+
+import functools
+from contextlib import contextmanager
+
+import torch
+
+
+def group_norm_nhwc(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None = None,
+                    bias: torch.Tensor | None = None, eps: float = 1e-5) -> torch.Tensor:
+    """torch.nn.functional.group_norm for a channels-last 4-D `x`: statistics and affine in float32 (float64 for
+    float64 input), the result in x's dtype and channels-last.
+
+    The statistics are reduced per channel over H and W, where a channels-last tensor's channels lie next to each
+    other in memory, and combined into each group's by the law of total variance (its channels hold equal counts).
+    A first version reduced the (N, H*W, groups, C/groups) view directly: its reads come in runs of C/groups
+    channels (10 at SD1.5's 320), and the compiled pass was 13% slower than PyTorch's norm with its copies at SD1.5
+    batch 4 (docs/benchmarks.md, step 12)."""
+    n, c, h, w = x.shape
+    acc = torch.promote_types(x.dtype, torch.float32)  # PyTorch's accumulation type
+    xf = x.to(acc)
+    var_c, mean_c = torch.var_mean(xf, dim=(2, 3), correction=0)  # (N, C)
+    mean_c, var_c = mean_c.view(n, num_groups, -1), var_c.view(n, num_groups, -1)
+    mean_g = mean_c.mean(-1, keepdim=True)
+    var_g = (var_c + (mean_c - mean_g) ** 2).mean(-1, keepdim=True)
+    scale = torch.rsqrt(var_g + eps).expand(n, num_groups, c // num_groups).reshape(n, c)
+    if weight is not None:
+        scale = scale * weight.to(acc)
+    shift = -mean_g.expand(n, num_groups, c // num_groups).reshape(n, c) * scale
+    if bias is not None:
+        shift = shift + bias.to(acc)
+    return (xf * scale[:, :, None, None] + shift[:, :, None, None]).to(x.dtype)
+
+
+@functools.cache
+def _compiled():
+    """group_norm_nhwc compiled once per process, on the first channels-last CUDA input (never on the CPU).
+
+    dynamic=False: one graph per input shape and eps. Dynamo recompiles a function at most 8 times by default, and a
+    truncated SDXL pass alone calls its GroupNorms with 9 distinct (shape, eps) at one batch size and resolution
+    (SD1.5's: 13; the benchmark's SD1.5 and SDXL at batches 1 and 4 in one process: 44), so the limit is raised.
+    Default mode: the pass's own CUDA graph records the compiled kernels (reduce-overhead would nest graphs)."""
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    return torch.compile(group_norm_nhwc, dynamic=False)
+
+
+def _nhwc_forward(norm: torch.nn.GroupNorm, forward):
+    def run(x):
+        if x.dim() == 4 and x.is_cuda and x.is_contiguous(memory_format=torch.channels_last):
+            return _compiled()(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
+        return forward(x)
+    return run
+
+
+class NHWCGroupNorms:
+    """A model's GroupNorm modules (ComfyUI's ops subclass torch.nn.GroupNorm); while `swapped()`, their forward
+    takes channels-last CUDA input through the compiled group_norm_nhwc and anything else through their own
+    forward. Norms with ComfyUI weight functions (weight patches applied in its forward) are left alone."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+
+    @contextmanager
+    def swapped(self):
+        saved = [(m, m.__dict__.get("forward")) for m in self.norms
+                 if not (getattr(m, "weight_function", None) or getattr(m, "bias_function", None))]
+        try:
+            for m, own in saved:
+                m.forward = _nhwc_forward(m, own or type(m).forward.__get__(m))
+            yield
+        finally:
+            for m, own in saved:
+                if own is None:
+                    m.__dict__.pop("forward", None)
+                else:
+                    m.forward = own
