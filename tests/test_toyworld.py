@@ -65,7 +65,6 @@ def test_absent_drops_one_named_object_from_the_given_share_of_two_object_scenes
 
 
 def test_training_refuses_an_absent_share_outside_0_to_1(capsys):
-    from aande_pack.toyworld import train
     with pytest.raises(SystemExit):
         train.parse_args(["--out", "w.safetensors", "--absent", "1.5"])
     assert "--absent is a share of scenes, between 0 and 1; got 1.5" in capsys.readouterr().err

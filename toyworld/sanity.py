@@ -187,8 +187,9 @@ def main(argv=None) -> dict:
                     continue
                 images, record, seconds = run_prompt(model, clip, vae, text, mode, args, negative)
                 parsed = world.parse_prompt(text)
-                found = [judge.find_objects(im) for im in images.numpy()]
-                verdicts = [judge.verdict(im, f, parsed) for f, im in zip(found, images.numpy())]
+                arrays = images.numpy()
+                found = [judge.find_objects(im) for im in arrays]
+                verdicts = [judge.verdict(im, f, parsed) for f, im in zip(found, arrays)]
                 on_subject = attention_on_subjects(record, found, parsed)
                 for s, v in enumerate(verdicts):
                     losses = [float(st.loss[s]) for st in record.steps]

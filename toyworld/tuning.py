@@ -64,17 +64,24 @@ def neglected_prompts(split_lines: list[dict]) -> set[str]:
     return {p for p, verdicts in by_prompt.items() if sum(verdicts) / len(verdicts) < NEGLECTED_BELOW}
 
 
+def _pairs(lines: list[dict], value, prompts: set[str] | None = None) -> tuple[list[tuple], set[str]]:
+    """(standard's value, A&E's value) of each (prompt, seed) that has both methods, value(metrics) per image, and
+    the prompts the lines hold (those in `prompts` if given)."""
+    by_key = {(line["prompt"], line["seed"], line["method"]): value(line["metrics"])
+              for line in lines if prompts is None or line["prompt"] in prompts}
+    pairs = [(by_key[(p, s, "standard")], by_key[(p, s, "ae")]) for (p, s, m) in by_key
+             if m == "standard" and (p, s, "ae") in by_key]
+    return pairs, {p for (p, _, _) in by_key}
+
+
 def paired(lines: list[dict], prompts: set[str] | None = None) -> dict:
     """Both-present per method over the (prompt, seed) pairs that have both methods, the discordant pairs and
     the sign test's p-value."""
-    verdict = {(line["prompt"], line["seed"], line["method"]): bool(line["metrics"]["judge_both"])
-               for line in lines if prompts is None or line["prompt"] in prompts}
-    pairs = [(verdict[(p, s, "standard")], verdict[(p, s, "ae")]) for (p, s, m) in verdict
-             if m == "standard" and (p, s, "ae") in verdict]
+    pairs, seen = _pairs(lines, lambda m: bool(m["judge_both"]), prompts)
     fixed = sum(1 for std, ae in pairs if ae and not std)
     broken = sum(1 for std, ae in pairs if std and not ae)
     n = len(pairs)
-    return {"prompts": len({p for (p, _, _) in verdict}), "pairs": n,
+    return {"prompts": len(seen), "pairs": n,
             "standard": sum(std for std, _ in pairs) / n if n else float("nan"),
             "ae": sum(ae for _, ae in pairs) / n if n else float("nan"), "fixed": fixed, "broken": broken,
             "sign_test_p": binomtest(fixed, fixed + broken).pvalue if fixed + broken else 1.0}
@@ -95,9 +102,7 @@ def kinds(lines: list[dict]) -> dict[str, dict[str, int]]:
     """Per kind, over the (prompt, seed) pairs with both methods: images of that kind with each method, the
     standard images of that kind that A&E turned into both present (repaired), and the standard images with both
     present that A&E turned into that kind (broken_into)."""
-    kind = {(line["prompt"], line["seed"], line["method"]): failure_kind(line["metrics"]) for line in lines}
-    pairs = [(kind[(p, s, "standard")], kind[(p, s, "ae")]) for (p, s, m) in kind
-             if m == "standard" and (p, s, "ae") in kind]
+    pairs, _ = _pairs(lines, failure_kind)
     return {k: {"standard": sum(std == k for std, _ in pairs), "ae": sum(ae == k for _, ae in pairs),
                 "repaired": sum(std == k and ae == KINDS[0] for std, ae in pairs),
                 "broken_into": sum(std == KINDS[0] and ae == k for std, ae in pairs)} for k in KINDS}
