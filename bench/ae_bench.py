@@ -59,6 +59,7 @@ class Plan:
     warmup_steps: int
     budget_s: float
     cases: set[str]
+    eval_only: bool = False  # time each model and batch's gradient evaluation only, no sampling cases
     cfg: float = 7.5
     seed: int = 0
     started: float = field(default_factory=time.perf_counter)
@@ -287,7 +288,7 @@ def comfy_cases(bench: Bench, runner: "ComfyRunner", modes):
             if ms:
                 bench.results["eval_ms"][key] = ms
                 print(f"[bench] {key}: one gradient evaluation {ms}", flush=True)
-        for mode in modes:
+        for mode in () if plan.eval_only else modes:
             bench.run_case(dict(arch=arch, batch=batch, impl="comfyui", mode=mode), runner.counter,
                            lambda steps, m=mode, b=batch: runner.run(m, b, steps))
 
@@ -422,6 +423,8 @@ def parse_args(argv=None):
                    "shape (torch.backends.cudnn.benchmark, what ComfyUI's --fast autotune sets)")
     p.add_argument("--nhwc-norm", action="store_true", help="the CUDA-graph pass's GroupNorms stay channels-last, "
                    "compiled (AANDE_NHWC_NORM=1, nodes/engine/nhwc_norm.py)")
+    p.add_argument("--eval-only", action="store_true", help="time only the gradient evaluation (eager, replayed, "
+                   "FLOPs) of each model and batch in --cases, no sampling cases: a cheap A/B of the pass")
     return p.parse_args(argv)
 
 
@@ -464,7 +467,8 @@ def main(argv=None):
                 batches=tuple(int(b) for b in args.batches.split(",")) if args.batches else (1, 2) if args.quick else (1, 4),
                 repeats=args.repeats or (2 if args.quick else 3), warmup_steps=args.warmup_steps,
                 budget_s=args.budget_s or (480.0 if device.type == "cuda" and not args.quick else float("inf")),
-                cases=set(args.cases.split(",")))
+                cases=set(args.cases.split(",")) - ({"diffusers"} if args.eval_only else set()),
+                eval_only=args.eval_only)
     meta = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
             "comfyui_version": comfy_version(comfy_dir),
@@ -473,7 +477,7 @@ def main(argv=None):
             "warmup_steps": plan.warmup_steps, "diffusers": getattr(diffusers, "__version__", None),
             "diffusers_missing": diffusers_missing, "argv": sys.argv[1:], "peak_tflops": args.peak_tflops,
             "cudnn_benchmark": torch.backends.cudnn.benchmark,
-            "nhwc_norm": os.environ.get(NHWC_NORM_SWITCH, "0") != "0"}
+            "nhwc_norm": os.environ.get(NHWC_NORM_SWITCH, "0") != "0", "eval_only": args.eval_only}
     bench = Bench(plan, Path(args.out), meta)
     arch = archs(args.quick)
 
