@@ -421,8 +421,6 @@ def parse_args(argv=None):
                    "MFU columns (H200: ~790 measured)")
     p.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN time its convolution algorithms per "
                    "shape (torch.backends.cudnn.benchmark, what ComfyUI's --fast autotune sets)")
-    p.add_argument("--nhwc-norm", action="store_true", help="the CUDA-graph pass's GroupNorms stay channels-last, "
-                   "compiled (AANDE_NHWC_NORM=1, nodes/engine/nhwc_norm.py)")
     p.add_argument("--eval-only", action="store_true", help="time only the gradient evaluation (eager, replayed, "
                    "FLOPs) of each model and batch in --cases, no sampling cases: a cheap A/B of the pass")
     return p.parse_args(argv)
@@ -458,8 +456,6 @@ def main(argv=None):
     comfy.utils.PROGRESS_BAR_ENABLED = False
     if args.cudnn_benchmark:
         torch.backends.cudnn.benchmark = True
-    if args.nhwc_norm:
-        os.environ[NHWC_NORM_SWITCH] = "1"
 
     device = comfy.model_management.get_torch_device()
     plan = Plan(device=device, dtype=torch.float16 if device.type == "cuda" else torch.float32,
@@ -477,7 +473,7 @@ def main(argv=None):
             "warmup_steps": plan.warmup_steps, "diffusers": getattr(diffusers, "__version__", None),
             "diffusers_missing": diffusers_missing, "argv": sys.argv[1:], "peak_tflops": args.peak_tflops,
             "cudnn_benchmark": torch.backends.cudnn.benchmark,
-            "nhwc_norm": os.environ.get(NHWC_NORM_SWITCH, "0") != "0", "eval_only": args.eval_only}
+            "nhwc_norm": os.environ.get(NHWC_NORM_SWITCH, "1") != "0", "eval_only": args.eval_only}
     bench = Bench(plan, Path(args.out), meta)
     arch = archs(args.quick)
 

@@ -1,9 +1,13 @@
 """The NHWC GroupNorm of the CUDA-graph gradient pass (nodes/engine/nhwc_norm.py), on the CPU: the function, eager
 and uncompiled, computes torch.nn.functional.group_norm and its gradients and stays channels-last; the swap puts
-every module's forward back after a pass and after an error; AANDE_NHWC_NORM decides whether a graphed pass swaps,
-and CPU input never reaches the compiled function. The compiled kernels and their speed need a GPU:
-`bench.gpu_checks --nhwc-norm`, `bench.ae_bench --nhwc-norm`."""
+every module's forward back after a pass and after an error; a graphed pass swaps unless AANDE_NHWC_NORM=0, and CPU
+input never reaches the compiled function; which calls go through the compiled function (not under a
+TorchDispatchMode, not without Triton, not after a failed compilation) and what the log says. The compiled kernels
+and their speed need a GPU: `bench.gpu_checks`, `bench.ae_bench`."""
+import logging
+
 import pytest
+from torch.utils._python_dispatch import TorchDispatchMode
 import torch
 import torch.nn.functional as F
 
@@ -66,11 +70,14 @@ def test_the_swap_puts_every_forward_back_after_a_pass_and_after_an_error(monkey
     assert put_back()
 
 
-@pytest.mark.parametrize("switch", ["0", "1"], ids=["switch-off", "switch-on"])
+@pytest.mark.parametrize("switch", ["0", "1", None], ids=["switch-off", "switch-on", "default"])
 def test_the_switch_decides_whether_a_graphed_pass_swaps_its_group_norms(switch, monkeypatch):
     monkeypatch.setattr(gp, "graph_blocker", lambda *args: None)  # as on a GPU: a channels-last pass, graphed
     monkeypatch.setattr(nhwc_norm, "_compiled", _never_compile)
-    monkeypatch.setenv(gp.NHWC_NORM_SWITCH, switch)
+    if switch is None:
+        monkeypatch.delenv(gp.NHWC_NORM_SWITCH, raising=False)
+    else:
+        monkeypatch.setenv(gp.NHWC_NORM_SWITCH, switch)
     model = make_model("sd1", seed=0, sharpen=6.5)
     norms = [m for m in model.model.diffusion_model.modules() if isinstance(m, torch.nn.GroupNorm)]
     swapped = []  # per GroupNorm call: whether its forward was the swapped one
@@ -82,8 +89,84 @@ def test_the_switch_decides_whether_a_graphed_pass_swaps_its_group_norms(switch,
         for hook in hooks:
             hook.remove()
     assert record.gradient_passes > 1  # the first pass eager, then a capture (which fails on the CPU), eager again
-    if switch == "1":  # inside the gradient passes, not in the sampler's own model calls
+    if switch != "0":  # inside the gradient passes, not in the sampler's own model calls
         assert any(swapped) and not all(swapped)
     else:
         assert not any(swapped)
     assert all("forward" not in m.__dict__ for m in norms)
+
+
+class _PassThrough(TorchDispatchMode):
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.fixture
+def gpu_like(monkeypatch, caplog):
+    """A swapped SD1 GroupNorm whose channels-last CPU input counts as CUDA input, a fresh compiler state, Triton
+    present, and a stand-in for the compiled function that records its calls (returning the NHWC norm's result)."""
+    monkeypatch.setattr(nhwc_norm, "_channels_last_cuda", lambda x: x.is_contiguous(memory_format=torch.channels_last))
+    monkeypatch.setattr(nhwc_norm, "_compiler", nhwc_norm._Compiler())
+    monkeypatch.setattr(torch.utils._triton, "has_triton", lambda: True)
+    calls = []
+
+    def compiled(x, *args):
+        calls.append(tuple(x.shape))
+        return group_norm_nhwc(x, *args)
+    monkeypatch.setattr(nhwc_norm, "_compiled", lambda: compiled)
+    caplog.set_level(logging.INFO, logger="attend_and_excite")
+    swap = NHWCGroupNorms(make_model("sd1", seed=0).model.diffusion_model)
+    norm = swap.norms[1]
+    x = torch.randn(2, norm.num_channels, 4, 4).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():  # ComfyUI's weights are inference tensors
+        expected = F.group_norm(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
+    return swap, norm, x, expected, calls
+
+
+def test_channels_last_gpu_input_goes_through_the_compiled_norm_and_the_first_compilation_is_logged_once(
+        gpu_like, caplog):
+    swap, norm, x, expected, calls = gpu_like
+    with swap.swapped(), torch.no_grad():
+        for _ in range(2):
+            torch.testing.assert_close(norm(x), expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(norm(x.contiguous()), expected)  # NCHW input: the module's own forward
+    assert calls == [tuple(x.shape)] * 2
+    assert [r.getMessage() for r in caplog.records].count(
+        next(r.getMessage() for r in caplog.records if "torch.compile builds" in r.getMessage())) == 1
+
+
+def test_under_a_torch_dispatch_mode_the_swapped_norm_never_calls_the_compiled_function(gpu_like):
+    # a compiled function called under a dispatch mode (FlopCounterMode) stops dynamo compiling it for new shapes
+    swap, norm, x, expected, calls = gpu_like
+    with swap.swapped(), torch.no_grad(), _PassThrough():
+        torch.testing.assert_close(norm(x), expected)
+    assert calls == []
+    with swap.swapped(), torch.no_grad():  # the mode is gone: compiled again
+        norm(x)
+    assert calls == [tuple(x.shape)]
+
+
+def test_without_triton_the_pass_keeps_pytorchs_norm_and_says_so(gpu_like, monkeypatch, caplog):
+    swap, norm, x, expected, calls = gpu_like
+    monkeypatch.setattr(torch.utils._triton, "has_triton", lambda: False)
+    with swap.swapped(), torch.no_grad():
+        torch.testing.assert_close(norm(x), expected)
+        norm(x)
+    assert calls == []
+    assert sum("Triton is not installed" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_failed_compilation_is_logged_once_and_the_process_keeps_pytorchs_norm(gpu_like, monkeypatch, caplog):
+    from torch._dynamo.exc import BackendCompilerFailed
+    swap, norm, x, expected, calls = gpu_like
+
+    def failing(x, *args):
+        calls.append("tried")
+        raise BackendCompilerFailed(None, RuntimeError("no C compiler found"), None)
+    monkeypatch.setattr(nhwc_norm, "_compiled", lambda: failing)
+    with swap.swapped(), torch.no_grad():
+        torch.testing.assert_close(norm(x), expected)
+        torch.testing.assert_close(norm(x), expected)
+    assert calls == ["tried"]  # not tried again
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "compiling the channels-last GroupNorm failed" in warnings[0].getMessage()

@@ -26,7 +26,7 @@ from .recompute import recomputed_activations
 log = logging.getLogger("attend_and_excite")
 
 CHANNELS_LAST_SWITCH = "AANDE_CHANNELS_LAST"  # "0": the CUDA-graph pass keeps NCHW (for comparisons)
-NHWC_NORM_SWITCH = "AANDE_NHWC_NORM"  # not "0": the channels-last pass's GroupNorms stay NHWC, compiled (nhwc_norm.py)
+NHWC_NORM_SWITCH = "AANDE_NHWC_NORM"  # "0": the channels-last pass keeps PyTorch's GroupNorm, not the compiled NHWC one
 RECOMPUTING = "the memory-saving pass recomputes activations"  # why such a pass stays eager
 
 
@@ -49,9 +49,9 @@ class GradientPass:
         # channels-last kernels and activations where the weights stay put all run (inference_weights.py)
         self.channels_last = self.eager_reason is None and os.environ.get(CHANNELS_LAST_SWITCH, "1") != "0"
         self.weights = WeightAliases(model.diffusion_model, *controls, channels_last=self.channels_last)
-        # off by default until measured on a GPU; the run's first (eager) pass compiles it, before the graph capture
+        # the run's first (eager) pass compiles it, before the graph capture (nhwc_norm.py)
         self.nhwc_norms = NHWCGroupNorms(model.diffusion_model) \
-            if self.channels_last and os.environ.get(NHWC_NORM_SWITCH, "0") != "0" else None
+            if self.channels_last and os.environ.get(NHWC_NORM_SWITCH, "1") != "0" else None
         self.positive = [compat.cond_on_device(positive, device)]
         # other nodes' block patches are written for inference and may change tensors autograd saved (FreeU
         # scales part of its input in place): with them, a mutated saved tensor is kept as a copy instead

@@ -4,14 +4,20 @@ PyTorch's group_norm makes a channels-last input contiguous (NCHW) on every devi
 is converted back by the next channels-last convolution, forward and backward: about five copies of the activation
 per GroupNorm, most of the pass's `aten::copy_` time (docs/benchmarks.md, step 11). Here the norm is computed on the
 channels-last tensor as it lies, with PyTorch's float32 statistics, and compiled so that the reduction and the
-elementwise work fuse (unfused it would read and write the activation as often as the copies it saves).
+elementwise work fuse (unfused it would read and write the activation as often as the copies it saves). On by
+default (AANDE_NHWC_NORM=0 turns it off): 21% off the replayed SD1.5 512x512 batch-4 pass, 5% at SDXL 1024x1024
+batch 1 (docs/benchmarks.md, step 14).
 """
 from __future__ import annotations
 
 import functools
+import logging
 from contextlib import contextmanager
 
 import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+log = logging.getLogger("attend_and_excite")
 
 
 def group_norm_nhwc(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None = None,
@@ -52,10 +58,57 @@ def _compiled():
     return torch.compile(group_norm_nhwc, dynamic=False)
 
 
-def _nhwc_forward(norm: torch.nn.GroupNorm, forward):
-    def run(x):
-        if x.dim() == 4 and x.is_cuda and x.is_contiguous(memory_format=torch.channels_last):
+class _Compiler:
+    """Whether calls may go through the compiled norm in this process, and the log lines that say so once: the
+    first compilation (a pause in the first A&E run at each new size or batch), no Triton (torch.compile's GPU
+    code generator, often missing on Windows), or a compilation that failed (the process then keeps PyTorch's
+    norm: the result is the same, only slower)."""
+
+    def __init__(self):
+        self.usable: bool | None = None  # decided at the first channels-last CUDA call
+        self.compiled_once = False
+
+    def check(self) -> bool:
+        if self.usable is None:
+            import torch.utils._triton
+            self.usable = torch.utils._triton.has_triton()
+            if not self.usable:
+                log.info("A&E: Triton is not installed, so the CUDA-graph pass keeps PyTorch's GroupNorm (about "
+                         "5-20%% slower passes; docs/benchmarks.md, step 14); AANDE_NHWC_NORM=0 skips this check")
+        return self.usable
+
+    def call(self, x, norm: torch.nn.GroupNorm, forward):
+        if not self.compiled_once:
+            self.compiled_once = True
+            log.info("A&E: torch.compile builds the channels-last GroupNorm of the gradient pass for each new "
+                     "activation shape: the first A&E run at a new size or batch pauses for it (seconds, up to a "
+                     "minute on a machine's first run); AANDE_NHWC_NORM=0 turns it off")
+        from torch._dynamo.exc import BackendCompilerFailed
+        try:
             return _compiled()(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
+        except BackendCompilerFailed as e:
+            self.usable = False
+            log.warning("A&E: compiling the channels-last GroupNorm failed, so this process keeps PyTorch's "
+                        "GroupNorm (slower passes, same result); AANDE_NHWC_NORM=0 skips the attempt. The error: %s",
+                        str(e).strip().splitlines()[0] if str(e).strip() else type(e.inner_exception).__name__)
+            return forward(x)
+
+
+_compiler = _Compiler()
+
+
+def _channels_last_cuda(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and x.is_cuda and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def _nhwc_forward(norm: torch.nn.GroupNorm, forward):
+    """The swapped forward. Under a TorchDispatchMode (the benchmark's FLOP counter, debugging tools) it keeps the
+    module's own forward: a compiled function called under one stops dynamo compiling it for any new shape in the
+    process, whose calls then run group_norm_nhwc eagerly, unfused and slower than PyTorch's norm (the benchmark's
+    later shapes in steps 12 and 13 of docs/benchmarks.md ran so; step 14)."""
+    def run(x):
+        if _channels_last_cuda(x) and _get_current_dispatch_mode() is None and _compiler.check():
+            return _compiler.call(x, norm, forward)
         return forward(x)
     return run
 
