@@ -5,8 +5,8 @@ is converted back by the next channels-last convolution, forward and backward: a
 per GroupNorm, most of the pass's `aten::copy_` time (docs/benchmarks.md, step 11). Here the norm is computed on the
 channels-last tensor as it lies, with PyTorch's float32 statistics, and compiled so that the reduction and the
 elementwise work fuse (unfused it would read and write the activation as often as the copies it saves). On by
-default (AANDE_NHWC_NORM=0 turns it off): 21% off the replayed SD1.5 512x512 batch-4 pass, 5% at SDXL 1024x1024
-batch 1 (docs/benchmarks.md, step 14).
+default (AANDE_NHWC_NORM=0 turns it off): about 20% off the replayed SD1.5 512x512 batch-4 pass, 5% at SDXL
+1024x1024 batch 1 (docs/benchmarks.md, step 14).
 """
 from __future__ import annotations
 
