@@ -170,3 +170,17 @@ def test_a_failed_compilation_is_logged_once_and_the_process_keeps_pytorchs_norm
     assert calls == ["tried"]  # not tried again
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "compiling the channels-last GroupNorm failed" in warnings[0].getMessage()
+
+
+def test_past_the_shape_limit_new_shapes_keep_pytorchs_norm_and_known_ones_stay_compiled(gpu_like, monkeypatch,
+                                                                                       caplog):
+    swap, norm, x, expected, calls = gpu_like
+    monkeypatch.setattr(nhwc_norm, "SHAPE_LIMIT", 2)
+    sizes = [4, 6, 8, 10, 4]  # the last is a known shape again
+    with swap.swapped(), torch.no_grad():
+        for side in sizes:
+            xi = torch.randn(2, norm.num_channels, side, side).contiguous(memory_format=torch.channels_last)
+            torch.testing.assert_close(norm(xi), F.group_norm(xi, norm.num_groups, norm.weight, norm.bias, norm.eps),
+                                       rtol=1e-5, atol=1e-5)
+    assert [shape[2] for shape in calls] == [4, 6, 4]
+    assert sum("GroupNorm has 2 shapes" in r.getMessage() for r in caplog.records) == 1

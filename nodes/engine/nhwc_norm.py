@@ -46,27 +46,34 @@ def group_norm_nhwc(x: torch.Tensor, num_groups: int, weight: torch.Tensor | Non
     return (xf * scale[:, :, None, None] + shift[:, :, None, None]).to(x.dtype)
 
 
+SHAPE_LIMIT = 64  # distinct norm calls (shape, eps, ...) compiled per process; later ones keep PyTorch's norm
+
+
 @functools.cache
 def _compiled():
     """group_norm_nhwc compiled once per process, on the first channels-last CUDA input (never on the CPU).
 
     dynamic=False: one graph per input shape and eps. Dynamo recompiles a function at most 8 times by default, and a
     truncated SDXL pass alone calls its GroupNorms with 9 distinct (shape, eps) at one batch size and resolution
-    (SD1.5's: 13; the benchmark's SD1.5 and SDXL at batches 1 and 4 in one process: 44), so the limit is raised.
+    (SD1.5's: 13; the benchmark's SD1.5 and SDXL at batches 1 and 4 in one process: 44), so the limit is raised,
+    above SHAPE_LIMIT: past dynamo's limit the function would run eagerly, unfused, slower than PyTorch's norm.
     Default mode: the pass's own CUDA graph records the compiled kernels (reduce-overhead would nest graphs)."""
-    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 2 * SHAPE_LIMIT)
     return torch.compile(group_norm_nhwc, dynamic=False)
 
 
 class _Compiler:
     """Whether calls may go through the compiled norm in this process, and the log lines that say so once: the
     first compilation (a pause in the first A&E run at each new size or batch), no Triton (torch.compile's GPU
-    code generator, often missing on Windows), or a compilation that failed (the process then keeps PyTorch's
-    norm: the result is the same, only slower)."""
+    code generator, often missing on Windows), a compilation that failed, or SHAPE_LIMIT reached (a long ComfyUI
+    session through many sizes and batches). In each case but the first, the calls concerned keep PyTorch's norm:
+    the result is the same, only slower."""
 
     def __init__(self):
         self.usable: bool | None = None  # decided at the first channels-last CUDA call
         self.compiled_once = False
+        self.shapes: set[tuple] = set()  # what dynamo specialises a graph on
+        self.full = False  # SHAPE_LIMIT reached (and logged)
 
     def check(self) -> bool:
         if self.usable is None:
@@ -78,6 +85,16 @@ class _Compiler:
         return self.usable
 
     def call(self, x, norm: torch.nn.GroupNorm, forward):
+        shape = (tuple(x.shape), x.dtype, x.requires_grad, norm.num_groups, norm.eps, norm.weight is None,
+                 norm.bias is None)
+        if shape not in self.shapes:
+            if len(self.shapes) >= SHAPE_LIMIT:
+                if not self.full:
+                    self.full = True
+                    log.info("A&E: the compiled channels-last GroupNorm has %d shapes in this process; new sizes and "
+                             "batches keep PyTorch's GroupNorm (slower passes) until ComfyUI restarts", SHAPE_LIMIT)
+                return forward(x)
+            self.shapes.add(shape)
         if not self.compiled_once:
             self.compiled_once = True
             log.info("A&E: torch.compile builds the channels-last GroupNorm of the gradient pass for each new "
@@ -89,8 +106,8 @@ class _Compiler:
         except BackendCompilerFailed as e:
             self.usable = False
             log.warning("A&E: compiling the channels-last GroupNorm failed, so this process keeps PyTorch's "
-                        "GroupNorm (slower passes, same result); AANDE_NHWC_NORM=0 skips the attempt. The error: %s",
-                        str(e).strip().splitlines()[0] if str(e).strip() else type(e.inner_exception).__name__)
+                        "GroupNorm (slower passes, same result); AANDE_NHWC_NORM=0 skips the attempt. The error: "
+                        "%s: %s", type(e.inner_exception).__name__, e.inner_exception)
             return forward(x)
 
 
@@ -105,7 +122,7 @@ def _nhwc_forward(norm: torch.nn.GroupNorm, forward):
     """The swapped forward. Under a TorchDispatchMode (the benchmark's FLOP counter, debugging tools) it keeps the
     module's own forward: a compiled function called under one stops dynamo compiling it for any new shape in the
     process, whose calls then run group_norm_nhwc eagerly, unfused and slower than PyTorch's norm (the benchmark's
-    later shapes in steps 12 and 13 of docs/benchmarks.md ran so; step 14)."""
+    later shapes in steps 12 and 13 of docs/benchmarks.md ran so; step 14; pytorch/pytorch#190286)."""
     def run(x):
         if _channels_last_cuda(x) and _get_current_dispatch_mode() is None and _compiler.check():
             return _compiler.call(x, norm, forward)
