@@ -7,9 +7,9 @@ and their speed need a GPU: `bench.gpu_checks`, `bench.ae_bench`."""
 import logging
 
 import pytest
-from torch.utils._python_dispatch import TorchDispatchMode
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from harness.ae_run import run_node
 from harness.models import make_conditioning, make_model
@@ -131,8 +131,7 @@ def test_channels_last_gpu_input_goes_through_the_compiled_norm_and_the_first_co
             torch.testing.assert_close(norm(x), expected, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(norm(x.contiguous()), expected)  # NCHW input: the module's own forward
     assert calls == [tuple(x.shape)] * 2
-    assert [r.getMessage() for r in caplog.records].count(
-        next(r.getMessage() for r in caplog.records if "torch.compile builds" in r.getMessage())) == 1
+    assert sum("torch.compile builds" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_under_a_torch_dispatch_mode_the_swapped_norm_never_calls_the_compiled_function(gpu_like):
