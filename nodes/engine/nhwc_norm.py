@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import functools
 import logging
-from contextlib import contextmanager
 
 import torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+from .forward_swap import wrapped_forwards
 
 log = logging.getLogger("attend_and_excite")
 
@@ -71,7 +72,6 @@ class _Compiler:
 
     def __init__(self):
         self.usable: bool | None = None  # decided at the first channels-last CUDA call
-        self.compiled_once = False
         self.shapes: set[tuple] = set()  # what dynamo specialises a graph on
         self.full = False  # SHAPE_LIMIT reached (and logged)
 
@@ -94,12 +94,11 @@ class _Compiler:
                     log.info("A&E: the compiled channels-last GroupNorm has %d shapes in this process; new sizes and "
                              "batches keep PyTorch's GroupNorm (slower passes) until ComfyUI restarts", SHAPE_LIMIT)
                 return forward(x)
+            if not self.shapes:
+                log.info("A&E: torch.compile builds the channels-last GroupNorm of the gradient pass for each new "
+                         "activation shape: the first A&E run at a new size or batch pauses for it (seconds, up to a "
+                         "minute on a machine's first run); AANDE_NHWC_NORM=0 turns it off")
             self.shapes.add(shape)
-        if not self.compiled_once:
-            self.compiled_once = True
-            log.info("A&E: torch.compile builds the channels-last GroupNorm of the gradient pass for each new "
-                     "activation shape: the first A&E run at a new size or batch pauses for it (seconds, up to a "
-                     "minute on a machine's first run); AANDE_NHWC_NORM=0 turns it off")
         from torch._dynamo.exc import BackendCompilerFailed
         try:
             return _compiled()(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
@@ -138,17 +137,7 @@ class NHWCGroupNorms:
     def __init__(self, model: torch.nn.Module):
         self.norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
 
-    @contextmanager
     def swapped(self):
-        saved = [(m, m.__dict__.get("forward")) for m in self.norms
-                 if not (getattr(m, "weight_function", None) or getattr(m, "bias_function", None))]
-        try:
-            for m, own in saved:
-                m.forward = _nhwc_forward(m, own or type(m).forward.__get__(m))
-            yield
-        finally:
-            for m, own in saved:
-                if own is None:
-                    m.__dict__.pop("forward", None)
-                else:
-                    m.forward = own
+        return wrapped_forwards([m for m in self.norms
+                                 if not (getattr(m, "weight_function", None) or getattr(m, "bias_function", None))],
+                                _nhwc_forward)

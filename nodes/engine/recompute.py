@@ -13,32 +13,20 @@ one more forward of it per pass.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 from torch.utils.checkpoint import checkpoint
 
 from .. import compat
+from .forward_swap import wrapped_forwards
 
 
-@contextmanager
 def recomputed_activations(diffusion_model):
-    """While active, every residual block and transformer feed-forward of `diffusion_model` runs under
-    activation checkpointing; each module's own forward is put back afterwards."""
+    """A context manager: while active, every residual block and transformer feed-forward of `diffusion_model`
+    runs under activation checkpointing; each module's own forward is put back afterwards."""
     modules = compat.residual_blocks(diffusion_model) + compat.feed_forwards(diffusion_model)
-    saved = [(module, module.__dict__.get("forward")) for module in modules]
-    try:
-        for module, own in saved:
-            module.forward = _checkpointed(own or module.__class__.forward.__get__(module))
-        yield
-    finally:
-        for module, own in saved:
-            if own is None:
-                del module.forward
-            else:
-                module.forward = own
+    return wrapped_forwards(modules, _checkpointed)
 
 
-def _checkpointed(forward):
+def _checkpointed(module, forward):
     def run(*args, **kwargs):
         return checkpoint(forward, *args, use_reentrant=False, **kwargs)
     return run
