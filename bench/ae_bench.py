@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys
@@ -452,7 +451,7 @@ def main(argv=None):
     import comfy.model_management
     import comfy.utils
 
-    from aande_pack.nodes.engine.gradient_pass import NHWC_NORM_SWITCH
+    from aande_pack.nodes.engine.gradient_pass import nhwc_norm_enabled
     comfy.utils.PROGRESS_BAR_ENABLED = False
     if args.cudnn_benchmark:
         torch.backends.cudnn.benchmark = True
@@ -473,7 +472,7 @@ def main(argv=None):
             "warmup_steps": plan.warmup_steps, "diffusers": getattr(diffusers, "__version__", None),
             "diffusers_missing": diffusers_missing, "argv": sys.argv[1:], "peak_tflops": args.peak_tflops,
             "cudnn_benchmark": torch.backends.cudnn.benchmark,
-            "nhwc_norm": os.environ.get(NHWC_NORM_SWITCH, "1") != "0", "eval_only": args.eval_only}
+            "nhwc_norm": nhwc_norm_enabled(), "eval_only": args.eval_only}
     bench = Bench(plan, Path(args.out), meta)
     arch = archs(args.quick)
 

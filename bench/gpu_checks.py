@@ -89,7 +89,7 @@ def main():
         close = graph_vs_eager[0] <= max(4 * eager_vs_eager[0], 1e-5) and graph_vs_eager[1] <= max(
             4 * eager_vs_eager[1], 1e-5)
         compiled, nhwc = True, ""
-        if os.environ.get(gradient_pass.NHWC_NORM_SWITCH, "1") != "0":  # eager runs are not channels-last: only
+        if gradient_pass.nhwc_norm_enabled():  # eager runs are not channels-last: only
             # graphed runs swap; compiled in the first graphed run's first pass, so dynamo must have built its graphs
             graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
             compiled, nhwc = graphs > 0, f", NHWC GroupNorm ({graphs} compiled graphs)"

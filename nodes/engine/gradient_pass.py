@@ -30,6 +30,11 @@ NHWC_NORM_SWITCH = "AANDE_NHWC_NORM"  # "0": the channels-last pass keeps PyTorc
 RECOMPUTING = "the memory-saving pass recomputes activations"  # why such a pass stays eager
 
 
+def nhwc_norm_enabled() -> bool:
+    """Whether channels-last passes use the compiled NHWC GroupNorm (the default; AANDE_NHWC_NORM=0 turns it off)."""
+    return os.environ.get(NHWC_NORM_SWITCH, "1") != "0"
+
+
 class GradientPass:
     def __init__(self, model, positive: dict, model_options: dict, objective: Objective, keys, map_hw, device,
                  latent_shape=(), memory_saving: str = "auto"):
@@ -51,7 +56,7 @@ class GradientPass:
         self.weights = WeightAliases(model.diffusion_model, *controls, channels_last=self.channels_last)
         # the run's first (eager) pass compiles it, before the graph capture (nhwc_norm.py)
         self.nhwc_norms = NHWCGroupNorms(model.diffusion_model) \
-            if self.channels_last and os.environ.get(NHWC_NORM_SWITCH, "1") != "0" else None
+            if self.channels_last and nhwc_norm_enabled() else None
         self.positive = [compat.cond_on_device(positive, device)]
         # other nodes' block patches are written for inference and may change tensors autograd saved (FreeU
         # scales part of its input in place): with them, a mutated saved tensor is kept as a copy instead
