@@ -1,7 +1,9 @@
-# Sourced by the toy world's GPU jobs (device_job.sh, tuning_job.sh) from the repository root with PY, log and a
-# left() deadline helper set: installs the wheels the machine lacks, exports the environment the runner needs, puts
-# the SD1 tokenizer's vocabulary and the CLIP-L config, which the toy CLIP reads and which .device/comfyui lacks,
-# into it (carry both), and defines toy_eval, the evaluation runner on the toy model.
+# Sourced by the toy world's GPU jobs (device_job.sh, tuning_job.sh, repeat_job.sh) from the repository root with
+# PY, log and start (the job's start, date +%s) set: installs the wheels the machine lacks, exports the environment
+# the runner needs, puts the SD1 tokenizer's vocabulary and the CLIP-L config, which the toy CLIP reads and which
+# .device/comfyui lacks, into it (carry both), and defines left (the seconds from now to a deadline counted from
+# the job's start) and toy_eval, the evaluation runner on the toy model.
+left() { echo $(( start + $1 - $(date +%s) )); }
 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
   .whl/torchsde-*.whl .whl/trampoline-*.whl || exit 1
 export PYTHONPATH=/tmp/site HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 AANDE_COMFYUI=$PWD/.device/comfyui

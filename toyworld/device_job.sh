@@ -40,7 +40,6 @@ SANITY=${SANITY:-1}
 BENCH=${BENCH:-1}
 ABSENT=${ABSENT:-0}
 PY=${PYTHON:-python3}
-left() { echo $(( start + $1 - $(date +%s) )); }
 device=(--device cuda); train_extra=(--steps "$STEPS"); sanity_extra=(); bench_extra=(--seeds 8 --batch 8 --steps 50)
 if [ "${TOY_DRY_RUN:-0}" = 1 ]; then
   device=(--device cpu); train_extra=(--quick); sanity_extra=(--steps 2 --prompts 2 --seeds 1)

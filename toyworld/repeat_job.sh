@@ -23,7 +23,6 @@ FIRST_SEED=${FIRST_SEED:-16}
 SEEDS=${SEEDS:-24}
 SCALES=${SCALES:-5 20 2 10}
 DEADLINE_S=${DEADLINE_S:-560}
-left() { echo $(( start + $1 - $(date +%s) )); }
 extra=(--batch 16 --steps 50 --seeds "$SEEDS")
 if [ "${TOY_DRY_RUN:-0}" = 1 ]; then
   extra=(--batch 1 --steps 2 --seeds 1 --prompts-per-category 1 --cpu)

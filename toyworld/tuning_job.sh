@@ -16,7 +16,6 @@ cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to the folder for the results}"
 start=$(date +%s)
 PY=${PYTHON:-python3}
-left() { echo $(( start + $1 - $(date +%s) )); }
 weights=toyworld/weights/toyworld.safetensors
 extra=(--ae attention_res=latent/2 --batch 16 --steps 50); tune_seeds=3; test_seeds=8
 if [ "${TOY_DRY_RUN:-0}" = 1 ]; then
