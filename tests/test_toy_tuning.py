@@ -145,4 +145,5 @@ def test_committed_gpu_repeat_and_absent_model_results_match_the_efficacy_report
         assert fewer == {20: [183, 189, 37, 50], 5: [183, 174, 32, 24]}[scale]
         gap = tuning.loss_gap(lines)  # within a prompt the final loss does not tell success from failure
         assert gap["prompts"] >= 53 and abs(gap["mean_gap"]) < 0.03
-    assert (tuning.paired(lines, neglected)["fixed"], tuning.paired(lines, neglected)["broken"]) == (92, 76)
+    on_neglected = tuning.paired(lines, neglected)
+    assert (on_neglected["fixed"], on_neglected["broken"]) == (92, 76)
