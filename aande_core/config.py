@@ -37,6 +37,7 @@ class AESettings:
     attention_res: str = "auto"            # a key of ATTENTION_RES
     normalize_eot: str = "auto"            # "on": softmax over the prompt's own tokens; "auto": on for SD2
     memory_saving: str = "auto"            # the gradient pass recomputes activations; "auto": when VRAM is short
+    compile_pass: bool = False             # the CUDA-graph gradient pass is compiled (torch.compile) first
     reference_steps: int = 50              # the step count the step numbers above refer to
 
     def __post_init__(self):

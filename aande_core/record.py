@@ -45,6 +45,7 @@ class AttentionRecord:
     steps: tuple[StepRecord, ...] = ()   # the A&E steps, in sampler order
     gradient_passes: int = 0             # truncated forward + backward passes A&E ran
     graph_replays: int = 0               # of those, replayed from a CUDA graph
+    compiled_pass: bool = False          # the replays ran the compiled pass (the input compile_pass)
 
 
 @dataclass
@@ -92,14 +93,14 @@ class RecordBuilder:
         flags = torch.stack([p.skipped for p in self._steps]).cpu()
         return [(p.step, torch.nonzero(row).flatten().tolist()) for p, row in zip(self._steps, flags) if row.any()]
 
-    def finish(self, gradient_passes: int = 0, graph_replays: int = 0) -> AttentionRecord:
+    def finish(self, gradient_passes: int = 0, graph_replays: int = 0, compiled_pass: bool = False) -> AttentionRecord:
         """Copy the steps to the CPU (float32) and freeze them; called once, also after an interrupt."""
         if self._finished:
             raise RuntimeError("the attention record is already finished")
         self._finished = True
         steps = tuple(sorted((_finished_step(p) for p in self._steps), key=lambda s: s.step))
         return AttentionRecord(**self._header, steps=steps, gradient_passes=gradient_passes,
-                               graph_replays=graph_replays)
+                               graph_replays=graph_replays, compiled_pass=compiled_pass)
 
 
 def _finished_step(p: _PendingStep) -> StepRecord:

@@ -18,6 +18,7 @@ import torch
 from ...aande_core.objective import Objective, PassResult
 from .. import compat
 from .attention_capture import AttentionCapture, StopForward
+from .compiled_pass import compiled_pass, describe, triton_available
 from .graphed_pass import GraphedPass, graph_blocker
 from .inference_weights import WeightAliases
 from .nhwc_norm import NHWCGroupNorms
@@ -37,10 +38,11 @@ def nhwc_norm_enabled() -> bool:
 
 class GradientPass:
     def __init__(self, model, positive: dict, model_options: dict, objective: Objective, keys, map_hw, device,
-                 latent_shape=(), memory_saving: str = "auto"):
+                 latent_shape=(), memory_saving: str = "auto", compile_pass: bool = False):
         """model: the BaseModel being sampled; positive: its processed positive cond; keys, map_hw: the capture
         layers and their map size (unet_layers.layers_at); memory_saving: "on", "off" or "auto" (on when ComfyUI's
-        free VRAM is below the pass's estimated need for a latent of `latent_shape`; recompute.py)."""
+        free VRAM is below the pass's estimated need for a latent of `latent_shape`; recompute.py); compile_pass: the
+        CUDA-graph pass is compiled first (compiled_pass.py), where Triton is installed."""
         self.model, self.objective = model, objective
         self.memory_saving_mode = memory_saving
         self.memory_saving = self._needs_memory_saving(memory_saving, latent_shape, device)
@@ -54,17 +56,19 @@ class GradientPass:
         # channels-last kernels and activations where the weights stay put all run (inference_weights.py)
         self.channels_last = self.eager_reason is None and os.environ.get(CHANNELS_LAST_SWITCH, "1") != "0"
         self.weights = WeightAliases(model.diffusion_model, *controls, channels_last=self.channels_last)
-        # the run's first (eager) pass compiles it, before the graph capture (nhwc_norm.py)
-        self.nhwc_norms = NHWCGroupNorms(model.diffusion_model) \
+        # the whole pass compiled (compiled_pass.py), or else each GroupNorm, in the run's first (eager) pass
+        compiling = compile_pass and self.eager_reason is None and triton_available()
+        self.nhwc_norms = NHWCGroupNorms(model.diffusion_model, compile_each=not compiling) \
             if self.channels_last and nhwc_norm_enabled() else None
         self.positive = [compat.cond_on_device(positive, device)]
         # other nodes' block patches are written for inference and may change tensors autograd saved (FreeU
         # scales part of its input in place): with them, a mutated saved tensor is kept as a copy instead
         self._mutation_safe = compat.has_block_patches(model_options)
         self.passes = 0
-        self._graph = None if self.eager_reason else GraphedPass(self.eager)
+        self._graph = None if self.eager_reason else GraphedPass(self.eager, self._compiled if compiling else None)
         if self.eager_reason:
-            log.info("A&E: gradient pass runs eagerly, not from a CUDA graph: %s", self.eager_reason)
+            log.info("A&E: gradient pass runs eagerly, not from a CUDA graph: %s%s", self.eager_reason,
+                     " (compile_pass compiles only a CUDA-graph pass)" if compile_pass else "")
 
     def _needs_memory_saving(self, mode: str, latent_shape, device) -> bool:
         if mode != "auto":
@@ -78,6 +82,11 @@ class GradientPass:
                  "free and the normal pass needs about %.1f GiB (memory_saving 'off' forces the normal pass)",
                  free / 2 ** 30, needed / 2 ** 30)
         return True
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the CUDA graph replays the compiled pass (compiled_pass.py)."""
+        return self._graph is not None and self._graph.compiled
 
     @property
     def replays(self) -> int:
@@ -127,6 +136,13 @@ class GradientPass:
             except StopForward:
                 pass
             return self.objective.loss(self.capture.end(), z)
+
+    def _compiled(self, z: torch.Tensor, sigma: torch.Tensor, expected: PassResult):
+        """The compiled pass of this run (compiled_pass.py), checked to give `expected` at z, sigma."""
+        structure, tensors = describe(self.model, positive=self.positive, objective=self.objective, options=self.options,
+                                      capture=(self.capture.keys, self.capture.map_hw),
+                                      switches=(self.nhwc_norms is not None, self._mutation_safe))
+        return compiled_pass(self.eager, z, sigma, expected, structure, tensors)
 
     def release(self) -> None:
         """Free the CUDA graph, its memory pool and the weights' channels-last copies (no pass is left in the

@@ -47,40 +47,66 @@ def graph_blocker(device: torch.device, model_options: dict, cond: dict, control
 class GraphedPass:
     """pass_(z, sigma) -> PassResult, eager on the first call and replayed from a graph after.
 
-    The graph and its memory pool live until `release()` (the end of the A&E phase). A capture that fails
-    (an unforeseen host synchronisation or transfer in the forward) is logged and the run goes on eagerly.
+    compile: None, or compile(z, sigma, expected) -> the compiled pass, checked to give `expected` (the first,
+    eager, call's result) at that call's z and sigma (compiled_pass.compiled_pass). Given, the second call compiles
+    the pass and the graph captures the compiled program; a compilation that fails is logged and the graph captures
+    the pass as it runs. The graph and its memory pool live until `release()` (the end of the A&E phase). A capture
+    that fails (an unforeseen host synchronisation or transfer in the forward) is logged and the run goes on eagerly.
     """
 
-    def __init__(self, eager):
-        self.eager = eager
+    def __init__(self, eager, compile=None):
+        self.eager, self.compile = eager, compile
         self.calls = self.replays = 0
-        self.graph = self.inputs = self.outputs = None
+        self.graph = self.inputs = self.outputs = self.captured = self.first = None
         self.failed = False
+        self.compiled = False  # whether the graph replays the compiled pass
 
     def __call__(self, z: torch.Tensor, sigma: torch.Tensor) -> PassResult:
         self.calls += 1
-        if self.graph is None and (self.calls == 1 or self.failed or not self._capture(z, sigma)):
+        if self.calls == 1:
+            result = self.eager(z, sigma)
+            if self.compile is not None:  # what the compiled pass must give at these inputs
+                self.first = (z.detach().clone(), sigma.detach().clone(), _copy(result))
+            return result
+        if self.graph is None and (self.failed or not self._capture(z, sigma)):
             return self.eager(z, sigma)
         for static, value in zip(self.inputs, (z, sigma)):
             static.copy_(value)
         self.graph.replay()
         self.replays += 1
-        out = self.outputs  # overwritten by the next replay: the caller keeps copies
-        return PassResult(out.loss.clone(), out.grad.clone(), out.token_maps.clone(), out.subject_maps.clone())
+        return _copy(self.outputs)  # overwritten by the next replay: the caller keeps copies
+
+    def _compiled(self):
+        """The compiled pass, or the eager one if compiling it fails."""
+        first, self.first = self.first, None
+        try:
+            compiled = self.compile(*first)
+        except Exception as e:  # noqa: BLE001  any failure leaves the uncompiled pass, which is correct
+            log.warning("A&E: the gradient pass could not be compiled (%s: %s); the CUDA graph replays it "
+                        "uncompiled (slower, the same result)", type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            return self.eager
+        self.compiled = True
+        return compiled
 
     def _capture(self, z, sigma) -> bool:
         inputs = [t.detach().clone() for t in (z, sigma)]
+        run = self._compiled() if self.compile is not None else self.eager
         try:
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                outputs = self.eager(*inputs)
+                outputs = run(*inputs)
         except Exception as e:  # noqa: BLE001  any capture failure leaves the eager pass, which is correct
-            self.failed = True
+            self.failed, self.compiled = True, False
             log.warning("A&E: the gradient pass could not be captured in a CUDA graph (%s: %s); it runs eagerly",
                         type(e).__name__, str(e).splitlines()[0] if str(e) else "")
             return False
-        self.graph, self.inputs, self.outputs = graph, inputs, outputs
+        # the compiled pass holds the tensors the graph reads (weights, conditioning): kept as long as the graph
+        self.graph, self.inputs, self.outputs, self.captured = graph, inputs, outputs, run
         return True
 
     def release(self):
-        self.graph = self.inputs = self.outputs = None
+        self.graph = self.inputs = self.outputs = self.captured = self.first = None
+
+
+def _copy(result: PassResult) -> PassResult:
+    return PassResult(result.loss.clone(), result.grad.clone(), result.token_maps.clone(), result.subject_maps.clone())

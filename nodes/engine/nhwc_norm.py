@@ -14,6 +14,7 @@ import functools
 import logging
 
 import torch
+from torch.fx.experimental.proxy_tensor import get_proxy_mode
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from .forward_swap import wrapped_forwards
@@ -117,27 +118,38 @@ def _channels_last_cuda(x: torch.Tensor) -> bool:
     return x.dim() == 4 and x.is_cuda and x.is_contiguous(memory_format=torch.channels_last)
 
 
-def _nhwc_forward(norm: torch.nn.GroupNorm, forward):
-    """The swapped forward. Under a TorchDispatchMode (the benchmark's FLOP counter, debugging tools) it keeps the
-    module's own forward: a compiled function called under one stops dynamo compiling it for any new shape in the
-    process, whose calls then run group_norm_nhwc eagerly, unfused and slower than PyTorch's norm (the benchmark's
-    later shapes in steps 12 and 13 of docs/benchmarks.md ran so; step 14; pytorch/pytorch#190286)."""
-    def run(x):
-        if _channels_last_cuda(x) and _get_current_dispatch_mode() is None and _compiler.check():
-            return _compiler.call(x, norm, forward)
-        return forward(x)
-    return run
+def _nhwc_forward(compile_each: bool):
+    """The swapped forward. Traced into the compiled pass (compiled_pass.py), channels-last input takes
+    group_norm_nhwc as plain operations, which that compilation fuses with the rest of the pass. Otherwise, with
+    compile_each, it goes through the norm's own compiled function, except under a TorchDispatchMode (the
+    benchmark's FLOP counter, debugging tools), where it keeps the module's own forward: a compiled function called
+    under one stops dynamo compiling it for any new shape in the process, whose calls then run group_norm_nhwc
+    eagerly, unfused and slower than PyTorch's norm (the benchmark's later shapes in steps 12 and 13 of
+    docs/benchmarks.md ran so; step 14; pytorch/pytorch#190286)."""
+    def wrap(norm: torch.nn.GroupNorm, forward):
+        def run(x):
+            if _channels_last_cuda(x):
+                if get_proxy_mode() is not None:
+                    return group_norm_nhwc(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
+                if compile_each and _get_current_dispatch_mode() is None and _compiler.check():
+                    return _compiler.call(x, norm, forward)
+            return forward(x)
+        return run
+    return wrap
 
 
 class NHWCGroupNorms:
     """A model's GroupNorm modules (ComfyUI's ops subclass torch.nn.GroupNorm); while `swapped()`, their forward
-    takes channels-last CUDA input through the compiled group_norm_nhwc and anything else through their own
-    forward. Norms with ComfyUI weight functions (weight patches applied in its forward) are left alone."""
+    takes channels-last CUDA input through group_norm_nhwc and anything else through their own forward.
+    compile_each: each norm call is compiled on its own (the pass replayed uncompiled); without it, only the trace
+    of the compiled pass takes group_norm_nhwc, and its eager passes keep PyTorch's norm. Norms with ComfyUI weight
+    functions (weight patches applied in its forward) are left alone."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, compile_each: bool = True):
         self.norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+        self.compile_each = compile_each
 
     def swapped(self):
         return wrapped_forwards([m for m in self.norms
                                  if not (getattr(m, "weight_function", None) or getattr(m, "bias_function", None))],
-                                _nhwc_forward)
+                                _nhwc_forward(self.compile_each))

@@ -66,7 +66,8 @@ class Run:
         self.gradient_pass = self.recorder = None
         if settings.attend_and_excite:
             self.gradient_pass = GradientPass(self.model, positive, model_options, self.objective, keys, map_hw,
-                                              latent.device, tuple(latent.shape), settings.memory_saving)
+                                              latent.device, tuple(latent.shape), settings.memory_saving,
+                                              settings.compile_pass)
         else:
             self.recorder = AttentionCapture(keys, map_hw, grad=False)
         self.step = 0
@@ -124,9 +125,11 @@ class Run:
         """The run's record (one host copy), also after an interrupt; warns once about skipped updates."""
         with self.observer.phase("finish"):
             passes = replays = 0
+            compiled = False
             if self.gradient_pass is not None:
                 self.gradient_pass.release()
                 passes, replays = self.gradient_pass.passes, self.gradient_pass.replays
+                compiled = self.gradient_pass.compiled
             for step, samples in self.record.skipped_updates():
                 log.warning("A&E step %d: non-finite gradient for sample(s) %s; their update was skipped", step, samples)
-            return self.record.finish(passes, replays)
+            return self.record.finish(passes, replays, compiled)
