@@ -59,6 +59,7 @@ class Plan:
     budget_s: float
     cases: set[str]
     eval_only: bool = False  # time each model and batch's gradient evaluation only, no sampling cases
+    compile_pass: bool = False  # the A&E node input compile_pass (compiled_pass.py) in every A&E case
     cfg: float = 7.5
     seed: int = 0
     started: float = field(default_factory=time.perf_counter)
@@ -146,12 +147,14 @@ class Bench:
 
 def passes(counter: PassCounter, record) -> dict:
     """The hooks' counts, with the CUDA-graph replays of the gradient pass added: replays run no Python, so no
-    hook sees them, while the one capture ran the pass's Python (and hooks) without executing it."""
+    hook sees them, while the one capture ran the pass's Python (and hooks) without executing it, unless it
+    captured the compiled pass (whose trace the counter leaves out)."""
     out = counter.snapshot()
     out["replayed"] = getattr(record, "graph_replays", 0)
     if out["replayed"]:
+        capture_seen = 0 if record.compiled_pass else 1
         for k in ("grad", "truncated", "backward"):
-            out[k] += out["replayed"] - 1
+            out[k] += out["replayed"] - capture_seen
     if record is not None and record.attend_and_excite and out["grad"] != record.gradient_passes:
         raise AssertionError(f"hooks count {out['grad']} gradient forwards, the run {record.gradient_passes}")
     return out
@@ -193,6 +196,13 @@ def pass_timer(device):
             gradient_pass = run.gradient_pass
             self.ms = {"eager": median_ms(lambda: gradient_pass.eager(z, sigma), device)}
             if gradient_pass.eager_reason is None:
+                sync(device)
+                t0 = time.perf_counter()
+                for _ in range(2):  # the run's eager first pass, then the one that compiles (if on) and captures
+                    gradient_pass(z, sigma)
+                sync(device)
+                self.ms["setup_s"] = time.perf_counter() - t0
+                self.ms["compiled"] = gradient_pass.compiled
                 self.ms["graph"] = median_ms(lambda: gradient_pass(z, sigma), device)
             with FlopCounterMode(display=False) as counter:
                 gradient_pass.eager(z, sigma)
@@ -231,7 +241,7 @@ class ComfyRunner:
 
     def settings(self, overrides):
         kw = {name: spec[1]["default"] for name, spec in self.ae_inputs().items()}
-        kw.update(token_indices=TOKENS, **overrides)
+        kw.update(token_indices=TOKENS, compile_pass=self.plan.compile_pass, **overrides)
         return self.settings_from(kw)
 
     def plain(self, batch, steps):
@@ -389,8 +399,13 @@ def table(results: dict) -> str:
                      f"{num(c['x_floor_graph'], '.2f')} | {num(c.get('fwd_tflop'), '.3f')} | "
                      f"{num(c.get('pass_tflop'), '.3f')} | {num(c.get('mfu_pass'), '.1%')} | "
                      f"{num(c.get('mfu_run'), '.1%')} | {'yes' if c['finite'] else 'NO'} |")
-    evals = "; ".join(f"{k}: " + ", ".join(f"{kind} {ms:.2f} ms" for kind, ms in v.items() if not kind.endswith("flops"))
-                      for k, v in results["eval_ms"].items())
+    def evaluation(v):
+        parts = [f"{kind} {v[kind]:.2f} ms" for kind in ("eager", "graph") if kind in v]
+        if "setup_s" in v:
+            parts.append(f"first two passes {v['setup_s']:.1f} s ({'compiled' if v['compiled'] else 'not compiled'})")
+        return ", ".join(parts)
+
+    evals = "; ".join(f"{k}: {evaluation(v)}" for k, v in results["eval_ms"].items())
     notes = [f"One gradient evaluation (truncated forward + loss + backward): {evals or '-'}."]
     notes += [f"SDXL A&E ({c['mode']}, batch {c['batch']}) peak: {c['peak_gib']:.2f} GiB (target < 20 GiB)."
               for c in results["cases"] if c["arch"] == "sdxl" and c["mode"] != "plain" and c["peak_gib"] is not None]
@@ -422,6 +437,9 @@ def parse_args(argv=None):
                    "shape (torch.backends.cudnn.benchmark, what ComfyUI's --fast autotune sets)")
     p.add_argument("--eval-only", action="store_true", help="time only the gradient evaluation (eager, replayed, "
                    "FLOPs) of each model and batch in --cases, no sampling cases: a cheap A/B of the pass")
+    p.add_argument("--compile-pass", action="store_true", help="A&E cases with the node input compile_pass on: "
+                   "the CUDA-graph pass compiled by torch.compile (its compilation falls in each model and batch's "
+                   "gradient evaluation, outside the timed runs)")
     return p.parse_args(argv)
 
 
@@ -463,7 +481,7 @@ def main(argv=None):
                 repeats=args.repeats or (2 if args.quick else 3), warmup_steps=args.warmup_steps,
                 budget_s=args.budget_s or (480.0 if device.type == "cuda" and not args.quick else float("inf")),
                 cases=set(args.cases.split(",")) - ({"diffusers"} if args.eval_only else set()),
-                eval_only=args.eval_only)
+                eval_only=args.eval_only, compile_pass=args.compile_pass)
     meta = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
             "comfyui_version": comfy_version(comfy_dir),
@@ -472,7 +490,7 @@ def main(argv=None):
             "warmup_steps": plan.warmup_steps, "diffusers": getattr(diffusers, "__version__", None),
             "diffusers_missing": diffusers_missing, "argv": sys.argv[1:], "peak_tflops": args.peak_tflops,
             "cudnn_benchmark": torch.backends.cudnn.benchmark,
-            "nhwc_norm": nhwc_norm_enabled(), "eval_only": args.eval_only}
+            "nhwc_norm": nhwc_norm_enabled(), "compile_pass": args.compile_pass, "eval_only": args.eval_only}
     bench = Bench(plan, Path(args.out), meta)
     arch = archs(args.quick)
 

@@ -4,10 +4,12 @@ the eager pass's result and frees its memory after the run; a non-finite gradien
 a warning; and, in fp32 at SD1.5's 64x64 latent (maps at latent/4, 16x16), the A&E KSampler matches diffusers'
 A&E pipeline on twin weights, with max_iter_to_alter 25 (the paper) and 15 (refinement at step 20 beyond it).
 The graphed runs keep their GroupNorms channels-last, compiled (unless AANDE_NHWC_NORM=0), so the graph against the
-eager pass is also the NHWC GroupNorm against PyTorch's; --graph-only stops after the first three checks.
+eager pass is also the NHWC GroupNorm against PyTorch's; with --compile-pass they compile the whole pass instead
+(the node input compile_pass), and the check is the compiled pass against the eager one. --graph-only stops after
+the first three checks.
 Prints a table; exits 1 if a check fails.
 
-python3 -m bench.gpu_checks [--comfyui PATH] [--quick] [--graph-only]
+python3 -m bench.gpu_checks [--comfyui PATH] [--quick] [--graph-only] [--compile-pass]
 """
 from __future__ import annotations
 
@@ -29,6 +31,9 @@ def main():
     parser.add_argument("--comfyui", default=None)
     parser.add_argument("--quick", action="store_true", help="tiny models on the CPU: checks the script itself")
     parser.add_argument("--graph-only", action="store_true", help="only the fp16 and CUDA-graph checks")
+    parser.add_argument("--compile-pass", action="store_true", help="A&E runs with the node input compile_pass on: "
+                        "the CUDA-graph runs compile their pass, so the graph against the eager pass is also the "
+                        "compiled pass against the eager one")
     args = parser.parse_args()
     diffusers, missing = host.import_diffusers()
     host.import_pack()
@@ -42,7 +47,7 @@ def main():
     device = comfy.model_management.get_torch_device()
     arch = ae_bench.archs(args.quick)["sd15"]
     plan = ae_bench.Plan(device=device, dtype=torch.float16, steps=20, batches=(2,), repeats=1, warmup_steps=0,
-                         budget_s=1e9, cases=set())
+                         budget_s=1e9, cases=set(), compile_pass=args.compile_pass)
     rows, ok = [], True
 
     def run(model, steps=20, batch=2, **overrides):
@@ -88,12 +93,14 @@ def main():
         # differences over 20 steps with refinement: the graph must stay within that run-to-run spread
         close = graph_vs_eager[0] <= max(4 * eager_vs_eager[0], 1e-5) and graph_vs_eager[1] <= max(
             4 * eager_vs_eager[1], 1e-5)
-        compiled, nhwc = True, ""
-        if gradient_pass.nhwc_norm_enabled():  # eager runs are not channels-last: only
+        compiled, what = True, ""
+        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        if args.compile_pass:  # the graphed run compiled its whole pass: dynamo built its graph
+            compiled, what = graphs > 0, f", the pass compiled ({graphs} compiled graph)"
+        elif gradient_pass.nhwc_norm_enabled():  # eager runs are not channels-last: only
             # graphed runs swap; compiled in the first graphed run's first pass, so dynamo must have built its graphs
-            graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
-            compiled, nhwc = graphs > 0, f", NHWC GroupNorm ({graphs} compiled graphs)"
-        check(f"CUDA-graph gradient pass = eager pass (fp16, batch 2, 20 steps, default refinement{nhwc})",
+            compiled, what = graphs > 0, f", NHWC GroupNorm ({graphs} compiled graphs)"
+        check(f"CUDA-graph gradient pass = eager pass (fp16, batch 2, 20 steps, default refinement{what})",
               rec_g.graph_replays == rec_g.gradient_passes - 1 and rec_e.graph_replays == 0 and close and compiled,
               f"{rec_g.graph_replays} of {rec_g.gradient_passes} passes replayed; graph vs eager: latent rel. diff "
               f"{graph_vs_eager[0]:.1e}, max loss diff {graph_vs_eager[1]:.1e}, same refinement {graph_vs_eager[2]}; "
