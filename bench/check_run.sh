@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 15's check run on the GPU machine, in two device calls (each inside the 600 s a call may run): with the
-# compiled pass (the node input compile_pass) every model and batch compiles once, 1-3 minutes, so one call cannot
-# hold the checks and the whole benchmark.
+# compiled pass (the node input compile_pass) every model and batch compiles once, 15 s to 2.5 minutes, so one
+# call cannot hold the checks and the whole benchmark.
 #
 #   bash bench/check_run.sh sd15   # gpu_checks (graph and compiled pass against eager), SD1.5 b1 and b4, diffusers b1,
 #                                  # SD1.5's passes uncompiled

@@ -166,8 +166,9 @@ class CompiledPass:
             return PassResult(*self.fn(z, sigma, *self.constants))
 
 
-def _trace_and_compile(eager, z, sigma, tensors: dict) -> tuple[_Compiled, list[torch.Tensor], bool]:
-    """(compiled graph, this run's constants, whether another run can supply its constants by name)."""
+def _trace_and_compile(eager, z, sigma, tensors: dict) -> tuple[_Compiled, list[torch.Tensor], bool, PassResult]:
+    """(compiled graph, this run's constants, whether another run can supply its constants by name, the compiled
+    graph's result at z, sigma)."""
     def flat(z, sigma):
         result = eager(z, sigma)
         return result.loss, result.grad, result.token_maps, result.subject_maps
@@ -189,10 +190,10 @@ def _trace_and_compile(eager, z, sigma, tensors: dict) -> tuple[_Compiled, list[
              "it); later runs reuse it")
     fn = torch.compile(gm, backend=BACKEND, dynamic=False, fullgraph=True)
     with torch.no_grad():
-        fn(z, sigma, *constants)  # compiles now, not inside the CUDA graph's capture
+        result = PassResult(*fn(z, sigma, *constants))  # compiles now, not inside the CUDA graph's capture
     log.info("A&E: the gradient pass was traced in %.1f s (%d operations, %d inputs) and compiled in %.1f s",
              traced - started, len(gm.graph.nodes), len(constants) + 2, time.perf_counter() - traced)
-    return _Compiled(fn, names, kept, [_layout(c) for c in constants]), constants, reusable
+    return _Compiled(fn, names, kept, [_layout(c) for c in constants]), constants, reusable, result
 
 
 def _disagreement(got: PassResult, expected: PassResult) -> str | None:
@@ -222,13 +223,12 @@ def compiled_pass(eager, z: torch.Tensor, sigma: torch.Tensor, expected: PassRes
             return candidate
         log.info("A&E: the compiled gradient pass of an earlier run does not fit this one: compiling it anew")
     _COMPILED.pop(key, None)
-    entry, constants, reusable = _trace_and_compile(eager, z, sigma, tensors)
-    candidate = CompiledPass(entry, constants)
-    why = _disagreement(candidate(z, sigma), expected)
+    entry, constants, reusable, result = _trace_and_compile(eager, z, sigma, tensors)
+    why = _disagreement(result, expected)
     if why:
         raise CompiledPassMismatch(f"the compiled pass does not give the eager pass's result: {why}")
     if reusable:
         _COMPILED[key] = entry
         while len(_COMPILED) > CACHE_SIZE:
             _COMPILED.popitem(last=False)
-    return candidate
+    return CompiledPass(entry, constants)

@@ -82,8 +82,8 @@ class GraphedPass:
         try:
             compiled = self.compile(*first)
         except Exception as e:  # noqa: BLE001  any failure leaves the uncompiled pass, which is correct
-            log.warning("A&E: the gradient pass could not be compiled (%s: %s); the CUDA graph replays it "
-                        "uncompiled (slower, the same result)", type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            log.warning("A&E: the gradient pass could not be compiled (%s); the CUDA graph replays it uncompiled "
+                        "(slower, the same result)", _summary(e))
             return self.eager
         self.compiled = True
         return compiled
@@ -97,8 +97,8 @@ class GraphedPass:
                 outputs = run(*inputs)
         except Exception as e:  # noqa: BLE001  any capture failure leaves the eager pass, which is correct
             self.failed, self.compiled = True, False
-            log.warning("A&E: the gradient pass could not be captured in a CUDA graph (%s: %s); it runs eagerly",
-                        type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            log.warning("A&E: the gradient pass could not be captured in a CUDA graph (%s); it runs eagerly",
+                        _summary(e))
             return False
         # the compiled pass holds the tensors the graph reads (weights, conditioning): kept as long as the graph
         self.graph, self.inputs, self.outputs, self.captured = graph, inputs, outputs, run
@@ -110,3 +110,8 @@ class GraphedPass:
 
 def _copy(result: PassResult) -> PassResult:
     return PassResult(result.loss.clone(), result.grad.clone(), result.token_maps.clone(), result.subject_maps.clone())
+
+
+def _summary(e: Exception) -> str:
+    """The exception's type and its message's first line, for a one-line warning."""
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
