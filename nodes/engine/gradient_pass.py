@@ -23,6 +23,7 @@ from .graphed_pass import GraphedPass, graph_blocker
 from .inference_weights import WeightAliases
 from .nhwc_norm import NHWCGroupNorms
 from .recompute import recomputed_activations
+from .saved_copies import saved_tensors_copied_before_write
 
 log = logging.getLogger("attend_and_excite")
 
@@ -62,7 +63,7 @@ class GradientPass:
             if self.channels_last and nhwc_norm_enabled() else None
         self.positive = [compat.cond_on_device(positive, device)]
         # other nodes' block patches are written for inference and may change tensors autograd saved (FreeU
-        # scales part of its input in place): with them, a mutated saved tensor is kept as a copy instead
+        # scales part of its input in place): with them, a saved tensor is copied before a write (saved_copies.py)
         self._mutation_safe = compat.has_block_patches(model_options)
         self.passes = 0
         self._graph = None if self.eager_reason else GraphedPass(self.eager, self._compiled if compiling else None)
@@ -125,7 +126,7 @@ class GradientPass:
         gradient w.r.t. z. Must run inside `active()`."""
         z = z.detach().requires_grad_(True)
         sigma = sigma.detach().clone()  # a tensor made under inference mode cannot be saved for backward
-        with torch.autograd.graph.allow_mutation_on_saved_tensors() if self._mutation_safe else nullcontext(), \
+        with saved_tensors_copied_before_write() if self._mutation_safe else nullcontext(), \
                 recomputed_activations(self.model.diffusion_model) if self.memory_saving else nullcontext():
             self.capture.begin()
             x = z * self.scale(sigma.to(z.dtype), z.dim())
