@@ -3,7 +3,10 @@ the profiler (GPU busy time against wall time) and replayed from the CUDA graph;
 gradient passes, the rest of the A&E update and the CFG forwards, against plain steps. Everything is timed
 through the run's observer seam (nodes/engine/observer.py) and the gradient pass's own interface.
 
-    python3 -m bench.profile_eval --comfyui .device/comfyui [--arch sdxl] [--batch 4] --out $OUT/profile.json
+    python3 -m bench.profile_eval --comfyui .device/comfyui [--arch sdxl] [--batch 4] [--compile-pass] --out $OUT/p.json
+
+With --compile-pass the run compiles its pass (the node input compile_pass) and the CUDA graph replays the compiled
+program. The replayed pass's kernels are summed by kind (`kernel_split`, JSON `graph_kernels`).
 """
 from __future__ import annotations
 
@@ -58,6 +61,33 @@ def profile_pass(run, z, sigma, out: dict) -> None:
                 gradient_pass(z, sigma)
             torch.cuda.synchronize()
         out["graph_top_gpu"] = prof.key_averages().table(sort_by="self_device_time_total", row_limit=8)
+        out["graph_compiled"] = gradient_pass.compiled
+        out["graph_kernels"] = kernel_split(prof.key_averages(), passes=3)
+
+
+KINDS = (  # (kind, substrings of a kernel's name), the first match wins: cuDNN's attention kernels name "fprop" too
+    ("attention", ("sdpa", "fmha", "flash", "attention")),
+    ("convolution", ("conv", "fprop", "dgrad", "wgrad", "implicit_gemm")),
+    ("matrix product", ("gemm", "nvjet", "cutlass", "xmma", "sm90_")),
+    ("fused (Triton)", ("triton",)),
+)
+
+
+def kernel_split(events, passes: int) -> dict:
+    """GPU kernel time per pass by kind (attention, convolution, matrix product, Inductor's fused Triton kernels,
+    other), and the 25 costliest kernels by full name."""
+    kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+    kinds: dict[str, dict] = {}
+    for e in kernels:
+        name = e.key.lower()
+        kind = next((k for k, marks in KINDS if any(m in name for m in marks)), "other")
+        entry = kinds.setdefault(kind, {"ms": 0.0, "launches": 0})
+        entry["ms"] += e.self_device_time_total / 1000 / passes
+        entry["launches"] += e.count / passes
+    top = sorted(kernels, key=lambda e: -e.self_device_time_total)[:25]
+    return {"total_ms": sum(k["ms"] for k in kinds.values()), "kinds": kinds,
+            "top": [{"name": e.key, "ms": e.self_device_time_total / 1000 / passes, "launches": e.count / passes}
+                    for e in top]}
 
 
 def main():
@@ -69,6 +99,7 @@ def main():
     p.add_argument("--layouts", default="channels_last", help="the replayed pass's layouts to profile, of "
                    "nchw and channels_last (nodes/engine/inference_weights.py)")
     p.add_argument("--pass-only", action="store_true", help="profile the gradient pass only, not whole runs")
+    p.add_argument("--compile-pass", action="store_true", help="the run compiles its pass (node input compile_pass)")
     args = p.parse_args()
     host.import_pack()
     host.import_comfy(host.find_comfyui(args.comfyui), cpu=False)
@@ -79,7 +110,7 @@ def main():
     comfy.utils.PROGRESS_BAR_ENABLED = False
     dev = torch.device("cuda")
     plan = ae_bench.Plan(device=dev, dtype=torch.float16, steps=50, batches=(args.batch,), repeats=1,
-                         warmup_steps=2, budget_s=1e9, cases=set())
+                         warmup_steps=2, budget_s=1e9, cases=set(), compile_pass=args.compile_pass)
     arch = ae_bench.archs(False)[args.arch]
     runner = ae_bench.ComfyRunner(plan, arch, models.make_model(arch.kind, dtype=torch.float16, device=dev))
     out: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "arch": args.arch,
@@ -102,6 +133,11 @@ def main():
             pass
         print(f"{layout}: eager {out[layout]['eager_ms']:.2f} ms, replayed {out[layout].get('graph_ms', 0):.2f} ms",
               flush=True)
+        if "graph_kernels" in out[layout]:
+            split = out[layout]["graph_kernels"]
+            print(f"replayed pass{' (compiled)' if out[layout]['graph_compiled'] else ''}: kernels "
+                  f"{split['total_ms']:.2f} ms, " + ", ".join(f"{k} {v['ms']:.2f} ms ({v['launches']:.0f})"
+                                                             for k, v in split["kinds"].items()), flush=True)
     os.environ.pop(CHANNELS_LAST_SWITCH, None)
     if args.pass_only:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
