@@ -51,6 +51,25 @@ def test_recomputed_blocks_give_the_same_gradient_and_are_put_back():
     assert all("forward" not in m.__dict__ for m in blocks + feed_forwards)
 
 
+def test_under_freeu_the_memory_saving_pass_gives_the_normal_pass_result():
+    """FreeU writes to the hidden state in place, so these passes copy saved tensors before writes
+    (saved_copies.py) while the recomputed blocks keep their own saved tensors: the two must not get in each
+    other's way."""
+    from comfy_extras.nodes_freelunch import FreeU_V2
+    with torch.inference_mode():
+        (freeu,) = FreeU_V2().patch(make_model("sd1", seed=0, sharpen=6.5), 1.3, 1.4, 0.9, 0.2)
+    out = {}
+    for mode in ("off", "on"):
+        pos, neg = make_conditioning("sd1", 1), make_conditioning("sd1", 2)
+        out[mode] = run_node(freeu, pos, neg, {"samples": torch.zeros(1, 4, 32, 32)}, steps=4, token_indices="2,5",
+                             thresholds="0:0.5", max_refinement_steps=2, memory_saving=mode)
+    (latent_off, record_off), (latent_on, record_on) = out["off"], out["on"]
+    assert sum(record_on.steps[0].refinement_iterations) > 0  # refinement passes ran too
+    for a, b in zip(record_off.steps, record_on.steps):
+        torch.testing.assert_close(a.loss, b.loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(latent_on, latent_off, rtol=1e-4, atol=1e-5)
+
+
 def test_auto_picks_the_memory_saving_pass_when_vram_is_short(monkeypatch, caplog):
     pass_ = gp.GradientPass.__new__(gp.GradientPass)
     pass_.model = make_model("sd1", seed=0).model
