@@ -16,6 +16,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from harness.ae_run import ae_defaults, run_node
 from harness.models import make_conditioning, make_model
 
+from aande_pack.nodes import compat
 from aande_pack.nodes.declarations.inputs import settings_from
 from aande_pack.nodes.engine import compiled_pass, gradient_pass, nhwc_norm, patch
 from aande_pack.nodes.engine.graphed_pass import GraphedPass
@@ -45,7 +46,7 @@ class CompileAndCompare(RunObserver):
         for scale, factor in ((0.3, 0.8), (1.0, 1.7)):
             zi = z + scale * torch.randn(z.shape, generator=gen)
             self.results.append((gradient_pass.eager(zi, sigma * factor), self.compiled(zi, sigma * factor)))
-        self.positive = gradient_pass.positive
+        self.positive, self.gradient_pass = gradient_pass.positive, gradient_pass
         raise Checked
 
 
@@ -99,6 +100,20 @@ def test_a_later_run_of_the_same_structure_reuses_the_graph_with_its_own_prompt_
         context = observer.positive[0]["model_conds"]["c_crossattn"].cond
         assert context.data_ptr() in bound
     assert not torch.equal(first.results[0][0].loss, model.results[0][0].loss)  # other weights, another result
+
+
+def test_the_text_keys_and_values_are_computed_once_per_run_outside_the_compiled_graph(runs):
+    """run_constants.py: each cross-attention layer the pass runs projects the text into keys and values, two
+    products on constants alone, all but the last captured layer's values (the pass stops before reading them)."""
+    observers, _ = runs
+    first = observers["first"]
+    layers = [key for key, _ in compat.cross_attention_layers(MODEL().model.diffusion_model)]
+    passed = layers.index(first.gradient_pass.capture.keys[-1]) + 1
+    split = next(e for e in compiled_pass._COMPILED.values() if e.fn is first.compiled.fn).split
+    products = [n for n in split.prelude.graph.nodes if n.target == torch.ops.aten.mm.default]
+    assert len(products) == 2 * passed - 1
+    context = first.positive[0]["model_conds"]["c_crossattn"].cond
+    assert all(c.data_ptr() != context.data_ptr() for c in first.compiled.inputs)  # read by the prelude only
 
 
 def test_describe_names_every_tensor_and_keeps_values_out_of_the_structure_but_not_settings():

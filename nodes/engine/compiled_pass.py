@@ -11,7 +11,9 @@ block (step 14).
 So the pass is first traced as it runs (`make_fx`, real tensors): the result is one graph of ATen operations, the
 forward up to the last captured layer, the loss and the backward to the latent, with ComfyUI's Python, the
 patches and the stop already resolved. Every tensor the pass reads besides the latent and sigma (weights, text
-conditioning, the objective's indices) becomes an input of that graph, which torch.compile (Inductor) compiles.
+conditioning, the objective's indices) becomes an input of that graph. The graph's work on those inputs alone (the
+cross-attention keys and values of the text) is split off to run once per run (run_constants.py); torch.compile
+(Inductor) compiles the rest.
 
 Tracing a pass takes seconds, more than compiling saves in one run, so a later run does not trace again: the
 compiled graph is kept per process under the run's structure (`describe`: the model's modules and the layouts
@@ -41,6 +43,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from ...aande_core.objective import PassResult
+from .run_constants import Split, split_constant_work
 
 log = logging.getLogger("attend_and_excite")
 
@@ -142,7 +145,8 @@ def lift_constants(gm: torch.fx.GraphModule) -> list[torch.Tensor]:
 @dataclass
 class _Compiled:
     """A compiled graph and how a run supplies its inputs after the latent and sigma."""
-    fn: object                        # (z, sigma, *constants) -> (loss, grad, token_maps, subject_maps)
+    fn: object                        # (z, sigma, *split.inputs(constants)) -> (loss, grad, token_maps, subject_maps)
+    split: Split                      # the work on the constants alone, done once per run
     names: list                       # per constant: its name among a run's tensors (`describe`), or None
     kept: dict                        # index -> the small constant no name covers, kept from the trace
     layouts: list                     # per constant
@@ -156,19 +160,22 @@ class _Compiled:
 
 
 class CompiledPass:
-    """pass_(z, sigma) -> PassResult through a compiled graph, with one run's constants."""
+    """pass_(z, sigma) -> PassResult through a compiled graph, with one run's constants (`constants`, as bound);
+    `inputs`: what the graph reads after z and sigma, with the work on the constants alone already done."""
 
     def __init__(self, compiled: _Compiled, constants: list[torch.Tensor]):
         self.fn, self.constants = compiled.fn, constants
+        with torch.no_grad():
+            self.inputs = compiled.split.inputs(constants)
 
     def __call__(self, z: torch.Tensor, sigma: torch.Tensor) -> PassResult:
         with torch.no_grad():
-            return PassResult(*self.fn(z, sigma, *self.constants))
+            return PassResult(*self.fn(z, sigma, *self.inputs))
 
 
-def _trace_and_compile(eager, z, sigma, tensors: dict) -> tuple[_Compiled, list[torch.Tensor], bool, PassResult]:
-    """(compiled graph, this run's constants, whether another run can supply its constants by name, the compiled
-    graph's result at z, sigma)."""
+def _trace_and_compile(eager, z, sigma, tensors: dict) -> tuple[_Compiled, CompiledPass, bool, PassResult]:
+    """(compiled graph, its pass with this run's constants, whether another run can supply its constants by name,
+    the pass's result at z, sigma)."""
     def flat(z, sigma):
         result = eager(z, sigma)
         return result.loss, result.grad, result.token_maps, result.subject_maps
@@ -184,16 +191,20 @@ def _trace_and_compile(eager, z, sigma, tensors: dict) -> tuple[_Compiled, list[
     unnamed = [i for i, name in enumerate(names) if name is None]
     kept = {i: constants[i] for i in unnamed}
     reusable = sum(constants[i].nbytes for i in unnamed) <= KEPT_BYTES
+    operations = len(gm.graph.nodes)
+    split = split_constant_work(gm, varying=2)
     traced = time.perf_counter()
     log.info("A&E: compiling the gradient pass (compile_pass) for this model, size and batch: the first A&E run of "
              "each in this ComfyUI session pauses for it (15 s to 2.5 minutes, less once Inductor's disk cache has "
              "it); later runs reuse it")
-    fn = torch.compile(gm, backend=BACKEND, dynamic=False, fullgraph=True)
-    with torch.no_grad():
-        result = PassResult(*fn(z, sigma, *constants))  # compiles now, not inside the CUDA graph's capture
-    log.info("A&E: the gradient pass was traced in %.1f s (%d operations, %d inputs) and compiled in %.1f s",
-             traced - started, len(gm.graph.nodes), len(constants) + 2, time.perf_counter() - traced)
-    return _Compiled(fn, names, kept, [_layout(c) for c in constants]), constants, reusable, result
+    compiled = _Compiled(torch.compile(split.main, backend=BACKEND, dynamic=False, fullgraph=True), split, names,
+                         kept, [_layout(c) for c in constants])
+    pass_ = CompiledPass(compiled, constants)
+    result = pass_(z, sigma)  # compiles now, not inside the CUDA graph's capture
+    log.info("A&E: the gradient pass was traced in %.1f s (%d operations, %d inputs, %d of them computed once per "
+             "run) and compiled in %.1f s", traced - started, operations, len(pass_.inputs) + 2,
+             len(pass_.inputs) - len(split.kept), time.perf_counter() - traced)
+    return compiled, pass_, reusable, result
 
 
 def _disagreement(got: PassResult, expected: PassResult) -> str | None:
@@ -223,7 +234,7 @@ def compiled_pass(eager, z: torch.Tensor, sigma: torch.Tensor, expected: PassRes
             return candidate
         log.info("A&E: the compiled gradient pass of an earlier run does not fit this one: compiling it anew")
     _COMPILED.pop(key, None)
-    entry, constants, reusable, result = _trace_and_compile(eager, z, sigma, tensors)
+    entry, candidate, reusable, result = _trace_and_compile(eager, z, sigma, tensors)
     why = _disagreement(result, expected)
     if why:
         raise CompiledPassMismatch(f"the compiled pass does not give the eager pass's result: {why}")
@@ -231,4 +242,4 @@ def compiled_pass(eager, z: torch.Tensor, sigma: torch.Tensor, expected: PassRes
         _COMPILED[key] = entry
         while len(_COMPILED) > CACHE_SIZE:
             _COMPILED.popitem(last=False)
-    return CompiledPass(entry, constants)
+    return candidate
