@@ -6,7 +6,8 @@ through the run's observer seam (nodes/engine/observer.py) and the gradient pass
     python3 -m bench.profile_eval --comfyui .device/comfyui [--arch sdxl] [--batch 4] [--compile-pass] --out $OUT/p.json
 
 With --compile-pass the run compiles its pass (the node input compile_pass) and the CUDA graph replays the compiled
-program. The replayed pass's kernels are summed by kind (`kernel_split`, JSON `graph_kernels`).
+program. The replayed pass's kernels are summed by kind (`kernel_split`, JSON `graph_kernels`), and the copies ATen
+makes inside the compiled program's calls to it by their caller (`copy_sources`, JSON `compiled_copies`).
 """
 from __future__ import annotations
 
@@ -63,6 +64,13 @@ def profile_pass(run, z, sigma, out: dict) -> None:
         out["graph_top_gpu"] = prof.key_averages().table(sort_by="self_device_time_total", row_limit=8)
         out["graph_compiled"] = gradient_pass.compiled
         out["graph_kernels"] = kernel_split(prof.key_averages(), passes=3)
+        if gradient_pass.compiled:  # the compiled program run directly, where the profiler sees its ATen calls
+            captured = gradient_pass._graph.captured
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                for _ in range(3):
+                    captured(z, sigma)
+                torch.cuda.synchronize()
+            out["compiled_copies"] = copy_sources(prof.events(), passes=3)
 
 
 KINDS = (  # (kind, substrings of a kernel's name), the first match wins: cuDNN's attention kernels name "fprop" too
@@ -88,6 +96,26 @@ def kernel_split(events, passes: int) -> dict:
     return {"total_ms": sum(k["ms"] for k in kinds.values()), "kinds": kinds,
             "top": [{"name": e.key, "ms": e.self_device_time_total / 1000 / passes, "launches": e.count / passes}
                     for e in top]}
+
+
+COPIES = ("aten::copy_", "aten::clone", "aten::contiguous", "aten::_to_copy")
+
+
+def copy_sources(events, passes: int) -> list[dict]:
+    """The copies ATen makes inside the compiled pass's calls to it (layout conversions of cuBLAS, cuDNN and
+    attention calls, which Inductor cannot fuse): GPU time per pass by the outermost ATen operation that made them."""
+    sources: dict[str, dict] = {}
+    for e in events:
+        parent = e.cpu_parent
+        if e.name not in COPIES or (parent is not None and parent.name in COPIES):
+            continue
+        caller = e
+        while caller.cpu_parent is not None and caller.cpu_parent.name.startswith("aten::"):
+            caller = caller.cpu_parent
+        entry = sources.setdefault(caller.name, {"ms": 0.0, "copies": 0})
+        entry["ms"] += e.device_time_total / 1000 / passes
+        entry["copies"] += 1 / passes
+    return sorted(({"caller": k, **v} for k, v in sources.items()), key=lambda d: -d["ms"])[:12]
 
 
 def main():
@@ -138,6 +166,8 @@ def main():
             print(f"replayed pass{' (compiled)' if out[layout]['graph_compiled'] else ''}: kernels "
                   f"{split['total_ms']:.2f} ms, " + ", ".join(f"{k} {v['ms']:.2f} ms ({v['launches']:.0f})"
                                                              for k, v in split["kinds"].items()), flush=True)
+        for source in out[layout].get("compiled_copies", []):
+            print(f"copies made inside {source['caller']}: {source['ms']:.3f} ms ({source['copies']:.0f})", flush=True)
     os.environ.pop(CHANNELS_LAST_SWITCH, None)
     if args.pass_only:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
