@@ -7,7 +7,11 @@
 #   .whl/            wheels of the packages missing there: diffusers (the peer), torchsde and trampoline (comfy)
 # PyAV, which comfy_api imports, is missing there too: the harness's stand-in (tests/dev/stubs_av) covers it.
 # Both folders are git-ignored; the device command carries them. Idempotent.
+#   --base REV       also .device/base: the pack's tree at commit REV (without docs, web, example workflows and
+#                    toyworld), for a same-machine comparison with this tree (bench/ab_eval.sh)
 set -euo pipefail
+base=
+if [ "${1:-}" = --base ]; then base=${2:?usage: bench/prepare_device.sh [--base REV]}; fi
 root=$(cd "$(dirname "$0")/.." && pwd)
 src=${AANDE_COMFYUI:-$root/.dev/comfyui-0.3.75}
 py=$root/.dev/venv/bin/python
@@ -28,6 +32,13 @@ mkdir -p .device/comfyui
 (cd "$src" && find comfy comfy_api comfy_execution -name '*.py' -not -path '*/__pycache__/*'
  ls folder_paths.py latent_preview.py node_helpers.py comfyui_version.py nodes.py protocol.py) \
   | (cd "$src" && xargs cp --parents -t "$root/.device/comfyui")
+
+rm -rf .device/base
+if [ -n "$base" ]; then
+  mkdir -p .device/base
+  git archive "$base" | tar -x -C .device/base --exclude=docs --exclude=web --exclude=example_workflows --exclude=toyworld
+  echo "$(git rev-parse --short "$base")" > .device/base/REVISION
+fi
 
 mkdir -p .whl
 for spec in diffusers==0.42.1 torchsde==0.2.6 trampoline==0.1.2; do
