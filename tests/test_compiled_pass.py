@@ -7,7 +7,9 @@ compilation is logged and the pass runs uncompiled; the NHWC GroupNorm is traced
 torch.compile runs with the "aot_eager" backend here (the traced graph, no generated code); Inductor's kernels and
 their speed need a GPU: `bench.gpu_checks --compile-pass`, `bench.ae_bench --compile-pass`."""
 import functools
+import gc
 import logging
+import weakref
 
 import pytest
 import torch
@@ -114,6 +116,18 @@ def test_the_text_keys_and_values_are_computed_once_per_run_outside_the_compiled
     assert len(products) == 2 * passed - 1
     context = first.positive[0]["model_conds"]["c_crossattn"].cond
     assert all(c.data_ptr() != context.data_ptr() for c in first.compiled.inputs)  # read by the prelude only
+
+
+def test_no_value_computed_once_per_run_outlives_its_run():
+    """The compiled graph, kept for later runs, holds none of a run's split-off results (the text's keys and values):
+    they go with the run's pass."""
+    observer = compile_run(prompt_seed=5)
+    kept = len(next(e for e in compiled_pass._COMPILED.values() if e.fn is observer.compiled.fn).split.kept)
+    values = [weakref.ref(t) for t in observer.compiled.inputs[kept:]]
+    assert values
+    del observer
+    gc.collect()
+    assert all(value() is None for value in values)
 
 
 def test_describe_names_every_tensor_and_keeps_values_out_of_the_structure_but_not_settings():
