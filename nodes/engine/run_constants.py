@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.fx
 
+from .aten_writes import written_arguments
+
 HOISTED_BYTES = 256 * 2 ** 20  # per run; the cross-attention keys and values of SDXL at batch 1 take about 25 MiB
 
 
@@ -81,7 +83,7 @@ def _constant_work(graph: torch.fx.Graph, varying: set, constants: set) -> set:
         if node.op != "call_function":
             continue
         inputs = node.all_input_nodes
-        written = _written(node)
+        written = [v for v in written_arguments(node.target, node.args, node.kwargs) if isinstance(v, torch.fx.Node)]
         if any(w not in varying for w in written):
             return set()
         if written or any(i in varying for i in inputs) or _random(node):
@@ -91,16 +93,6 @@ def _constant_work(graph: torch.fx.Graph, varying: set, constants: set) -> set:
             if not _is_view(node) or any(i in computed for i in inputs):
                 computed.add(node)
     return computed
-
-
-def _written(node: torch.fx.Node) -> list:
-    """The nodes an in-place or out= operation writes into."""
-    schema = getattr(node.target, "_schema", None)
-    if schema is None or not schema.is_mutable:
-        return []
-    values = [node.args[i] if i < len(node.args) else node.kwargs.get(arg.name)
-              for i, arg in enumerate(schema.arguments) if arg.alias_info is not None and arg.alias_info.is_write]
-    return [v for v in values if isinstance(v, torch.fx.Node)]
 
 
 def _random(node: torch.fx.Node) -> bool:

@@ -21,6 +21,8 @@ from contextlib import contextmanager
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from .aten_writes import written_arguments
+
 
 class _Saved:
     """What autograd keeps for one saved tensor: the tensor, or its copy once something wrote to its storage."""
@@ -33,17 +35,6 @@ class _Saved:
 def _storage(t: torch.Tensor) -> int:
     """The address of a tensor's memory, shared by all its views (0 for an empty one)."""
     return t.untyped_storage().data_ptr()
-
-
-def _written(func, args, kwargs):
-    """The tensors an ATen operator writes to: its in-place (`Tensor(a!)`) arguments and out= tensors."""
-    for i, arg in enumerate(func._schema.arguments):
-        if arg.alias_info is None or not arg.alias_info.is_write:
-            continue
-        value = kwargs.get(arg.name) if arg.kwarg_only or i >= len(args) else args[i]
-        for t in value if isinstance(value, (list, tuple)) else (value,):
-            if isinstance(t, torch.Tensor):
-                yield t
 
 
 class _CopyBeforeWrite(TorchDispatchMode):
@@ -66,7 +57,9 @@ class _CopyBeforeWrite(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        for t in _written(func, args, kwargs):
+        for t in written_arguments(func, args, kwargs):
+            if not isinstance(t, torch.Tensor):
+                continue
             for saved in list(self.uncopied.pop(_storage(t), ())):
                 saved.tensor = saved.tensor.clone()  # the mode is off inside its own handler: a plain clone
         return func(*args, **kwargs)
