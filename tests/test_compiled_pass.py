@@ -187,9 +187,9 @@ def test_a_run_with_compile_pass_compiles_its_second_pass_and_keeps_the_eager_re
     compile_pass."""
     traced = []
 
-    def compile_spy(eager, z, sigma, *args):
+    def compile_spy(eager, z, sigma, *args, **kwargs):
         traced.append(z.shape)
-        return compiled_pass.compiled_pass(eager, z, sigma, *args)
+        return compiled_pass.compiled_pass(eager, z, sigma, *args, **kwargs)
 
     monkeypatch.setattr(gradient_pass, "graph_blocker", lambda *args: None)
     monkeypatch.setattr(gradient_pass, "triton_available", lambda: True)

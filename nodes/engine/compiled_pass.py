@@ -43,6 +43,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from ...aande_core.objective import PassResult
+from .conv_gradient_layout import channels_last_conv_gradients
 from .run_constants import Split, split_constant_work
 
 log = logging.getLogger("attend_and_excite")
@@ -173,9 +174,10 @@ class CompiledPass:
             return PassResult(*self.fn(z, sigma, *self.inputs))
 
 
-def _trace_and_compile(eager, z, sigma, tensors: dict) -> tuple[_Compiled, CompiledPass, bool, PassResult]:
+def _trace_and_compile(eager, z, sigma, tensors: dict, channels_last: bool) -> tuple[_Compiled, CompiledPass, bool,
+                                                                                   PassResult]:
     """(compiled graph, its pass with this run's constants, whether another run can supply its constants by name,
-    the pass's result at z, sigma)."""
+    the pass's result at z, sigma). channels_last: the pass's convolutions run in NHWC (conv_gradient_layout.py)."""
     def flat(z, sigma):
         result = eager(z, sigma)
         return result.loss, result.grad, result.token_maps, result.subject_maps
@@ -191,6 +193,8 @@ def _trace_and_compile(eager, z, sigma, tensors: dict) -> tuple[_Compiled, Compi
     unnamed = [i for i, name in enumerate(names) if name is None]
     kept = {i: constants[i] for i in unnamed}
     reusable = sum(constants[i].nbytes for i in unnamed) <= KEPT_BYTES
+    if channels_last:
+        channels_last_conv_gradients(gm)
     operations = len(gm.graph.nodes)
     split = split_constant_work(gm, varying=2)
     traced = time.perf_counter()
@@ -219,7 +223,7 @@ def _disagreement(got: PassResult, expected: PassResult) -> str | None:
 
 
 def compiled_pass(eager, z: torch.Tensor, sigma: torch.Tensor, expected: PassResult, structure: tuple,
-                  tensors: dict[str, torch.Tensor]) -> CompiledPass:
+                  tensors: dict[str, torch.Tensor], channels_last: bool = False) -> CompiledPass:
     """The compiled form of eager, checked to give `expected` (the eager pass at z, sigma): reused from an earlier
     run of the same structure (`describe`) with this run's tensors, else traced (one real pass, in the pass's own
     context: `GradientPass.active()`) and compiled. Raises CompiledPassMismatch if even a fresh compilation
@@ -234,7 +238,7 @@ def compiled_pass(eager, z: torch.Tensor, sigma: torch.Tensor, expected: PassRes
             return candidate
         log.info("A&E: the compiled gradient pass of an earlier run does not fit this one: compiling it anew")
     _COMPILED.pop(key, None)
-    entry, candidate, reusable, result = _trace_and_compile(eager, z, sigma, tensors)
+    entry, candidate, reusable, result = _trace_and_compile(eager, z, sigma, tensors, channels_last)
     why = _disagreement(result, expected)
     if why:
         raise CompiledPassMismatch(f"the compiled pass does not give the eager pass's result: {why}")

@@ -143,7 +143,7 @@ class GradientPass:
         structure, tensors = describe(self.model, positive=self.positive, objective=self.objective, options=self.options,
                                       capture=(self.capture.keys, self.capture.map_hw),
                                       switches=(self.nhwc_norms is not None, self._mutation_safe))
-        return compiled_pass(self.eager, z, sigma, expected, structure, tensors)
+        return compiled_pass(self.eager, z, sigma, expected, structure, tensors, channels_last=self.channels_last)
 
     def release(self) -> None:
         """Free the CUDA graph, its memory pool and the weights' channels-last copies (no pass is left in the
