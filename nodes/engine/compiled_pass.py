@@ -43,7 +43,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from ...aande_core.objective import PassResult
-from .conv_gradient_layout import channels_last_conv_gradients
+from .conv_layouts import channels_last_conv_operands
 from .run_constants import Split, split_constant_work
 
 log = logging.getLogger("attend_and_excite")
@@ -177,7 +177,7 @@ class CompiledPass:
 def _trace_and_compile(eager, z, sigma, tensors: dict, channels_last: bool) -> tuple[_Compiled, CompiledPass, bool,
                                                                                    PassResult]:
     """(compiled graph, its pass with this run's constants, whether another run can supply its constants by name,
-    the pass's result at z, sigma). channels_last: the pass's convolutions run in NHWC (conv_gradient_layout.py)."""
+    the pass's result at z, sigma). channels_last: the pass's convolutions run in NHWC (conv_layouts.py)."""
     def flat(z, sigma):
         result = eager(z, sigma)
         return result.loss, result.grad, result.token_maps, result.subject_maps
@@ -194,7 +194,7 @@ def _trace_and_compile(eager, z, sigma, tensors: dict, channels_last: bool) -> t
     kept = {i: constants[i] for i in unnamed}
     reusable = sum(constants[i].nbytes for i in unnamed) <= KEPT_BYTES
     if channels_last:
-        channels_last_conv_gradients(gm)
+        channels_last_conv_operands(gm)
     operations = len(gm.graph.nodes)
     split = split_constant_work(gm, varying=2)
     traced = time.perf_counter()
