@@ -11,9 +11,10 @@ block (step 14).
 So the pass is first traced as it runs (`make_fx`, real tensors): the result is one graph of ATen operations, the
 forward up to the last captured layer, the loss and the backward to the latent, with ComfyUI's Python, the
 patches and the stop already resolved. Every tensor the pass reads besides the latent and sigma (weights, text
-conditioning, the objective's indices) becomes an input of that graph. The graph's work on those inputs alone (the
-cross-attention keys and values of the text) is split off to run once per run (run_constants.py); torch.compile
-(Inductor) compiles the rest.
+conditioning, the objective's indices) becomes an input of that graph. In a channels-last pass the graph asks for
+its convolutions' operands in NHWC (conv_layouts.py). The graph's work on those inputs alone (the cross-attention
+keys and values of the text) is split off to run once per run (run_constants.py); torch.compile (Inductor, rounding
+as eager PyTorch does) compiles the rest.
 
 Tracing a pass takes seconds, more than compiling saves in one run, so a later run does not trace again: the
 compiled graph is kept per process under the run's structure (`describe`: the model's modules and the layouts

@@ -7,9 +7,9 @@ other layout conversion, those copies were what was left: 23 per pass, 0.36 ms o
 - the slices of a skip concatenation's gradient, strided in the channels (contiguous in neither layout), which
   ATen copies into NHWC before the convolution's backward;
 - the input of a transformer's `proj_out` convolution (SD1.x, SD2.x), which ComfyUI's SpatialTransformer makes
-  NCHW-contiguous (`.movedim(3, 1).contiguous()`). The forward copes, but cuDNN's backward first converts the
-  incoming gradient to the layout of the forward's input (NCHW) and then back to NHWC for the kernel: two copies
-  of an NHWC gradient per such convolution, 18 in SD1.5's pass.
+  NCHW-contiguous (`.movedim(3, 1).contiguous()`). No copy was measured inside the forward's convolution, but
+  cuDNN's backward first converts the incoming gradient to the layout of the forward's input (NCHW) and then
+  back to NHWC for its kernel: two copies of an NHWC gradient per such convolution, 18 in SD1.5's pass.
 Inductor does not generate convolutions or their backward; it calls ATen's with the strides the traced graph gave
 their operands, so it cannot place these copies itself. An explicit channels-last clone of such an operand in the
 traced graph is an operation Inductor generates: it writes the value in NHWC from the kernel that computes it (the
