@@ -9,7 +9,9 @@ other layout conversion, those copies were what was left: 23 per pass, 0.36 ms o
 - the input of a transformer's `proj_out` convolution (SD1.x, SD2.x), which ComfyUI's SpatialTransformer makes
   NCHW-contiguous (`.movedim(3, 1).contiguous()`). No copy was measured inside the forward's convolution, but
   cuDNN's backward first converts the incoming gradient to the layout of the forward's input (NCHW) and then
-  back to NHWC for its kernel: two copies of an NHWC gradient per such convolution, 18 in SD1.5's pass.
+  back to NHWC for its kernel: two copies of an NHWC gradient per such convolution, 18 in SD1.5's pass. SDXL's
+  transformers project with linear layers but return the same NCHW tensor, and their residual add keeps it NCHW,
+  so there the next block's first convolution gets an NCHW input.
 Inductor does not generate convolutions or their backward; it calls ATen's with the strides the traced graph gave
 their operands, so it cannot place these copies itself. An explicit channels-last clone of such an operand in the
 traced graph is an operation Inductor generates: it writes the value in NHWC from the kernel that computes it (the
