@@ -108,8 +108,8 @@ def test_an_nchw_proj_out_input_reaches_its_convolution_and_the_backward_as_one_
     assert [c[0] for c in before.calls] == ["forward", "forward", "backward", "backward"]
     assert not _nhwc(before.calls[1][1]) and not _nhwc(before.calls[2][2])
 
-    assert channels_last_conv_operands(gm) >= 1  # on the CPU some gradients are NCHW too (its convolutions follow
-    with ConvOperands() as after:                # their input's layout, cuDNN's their weight's)
+    assert channels_last_conv_operands(gm) >= 1  # the CPU's convolutions return some gradients NCHW too (cuDNN's
+    with ConvOperands() as after:                # would not): counted here, not on a GPU
         got = gm(x)
     assert after.layouts() == [("forward", True), ("forward", True), ("backward", True, True),
                                ("backward", True, True)]
