@@ -18,9 +18,7 @@ if [ -x "$root/.dev/venv/bin/python" ]; then  # the dev host (a CPU check of thi
   py=$root/.dev/venv/bin/python comfyui=$root/.dev/comfyui-0.3.75
 else  # the GPU machine: the wheels bench/prepare_device.sh put in .whl
   py=python3 comfyui=$root/.device/comfyui
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-    "$root"/.whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site
+  source "$root/bench/device_env.sh"
 fi
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 for tree in new base; do

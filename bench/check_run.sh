@@ -1,22 +1,27 @@
 #!/usr/bin/env bash
-# Issue 15's check run on the GPU machine, in two device calls (each inside the 600 s a call may run): with the
-# compiled pass (the node input compile_pass) every model and batch compiles once, 15 s to 2.5 minutes, so one
-# call cannot hold the checks and the whole benchmark.
+# The benchmark's runs on the GPU machine, each one device call (inside the 600 s a call may run). With the default
+# pass, one call holds the checks, the 8 GiB case and the whole benchmark; with the compiled pass (the node input
+# compile_pass) every model and batch compiles once, 15 s to 2.5 minutes, so issue 15's check run takes two calls.
 #
-#   bash bench/check_run.sh sd15   # gpu_checks (graph and compiled pass against eager), SD1.5 b1 and b4, diffusers b1,
-#                                  # SD1.5's passes uncompiled
-#   bash bench/check_run.sh sdxl   # the 8 GiB case, SDXL b1 compiled and not, a new process's compilation from the cache
+#   bash bench/check_run.sh default  # gpu_checks (graph against eager), the 8 GiB case, the whole benchmark
+#   bash bench/check_run.sh sd15     # gpu_checks (graph and compiled pass against eager), SD1.5 b1 and b4 compiled,
+#                                    # diffusers b1, SD1.5's passes uncompiled
+#   bash bench/check_run.sh sdxl     # the 8 GiB case, SDXL b1 compiled and not, a new process's compilation from the cache
 #
 # Writes its JSON, tables and logs under $OUT (bench/out without one). Needs .device/ and .whl/ (bench/README.md).
 set -uo pipefail
-part=${1:?usage: bench/check_run.sh sd15|sdxl}
+part=${1:?usage: bench/check_run.sh default|sd15|sdxl}
 out=${OUT:-bench/out}
 mkdir -p "$out"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+source "$(dirname "$0")/device_env.sh"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 bench=(python3 -m bench.ae_bench --device cuda --comfyui .device/comfyui --repeats 2)
 case $part in
+  default)
+    timeout 110 python3 -m bench.gpu_checks --comfyui .device/comfyui --graph-only 2>&1 | tee "$out/gpu_checks.log"
+    timeout 100 python3 -m bench.memory_check --comfyui .device/comfyui --out "$out" 2>&1 | tail -5
+    timeout 370 "${bench[@]}" --budget-s 300 --out "$out/ae_bench.json" 2>&1 | tee "$out/ae_bench.log"
+    ;;
   sd15)
     timeout 200 python3 -m bench.gpu_checks --comfyui .device/comfyui --graph-only --compile-pass 2>&1 \
       | tee "$out/gpu_checks.log"
