@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import platform
 import statistics
 import sys
@@ -82,12 +83,27 @@ def peak_gib(device):
     return torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else None
 
 
+class PackWarnings(logging.Handler):
+    """Each distinct WARNING line of the pack's log (a pass that could not be compiled or captured, and why), for the
+    JSON: the log of a run on the GPU machine may not come back, and `compiled: false` says little without it
+    (docs/benchmarks.md, step 19)."""
+
+    def __init__(self, into: list[str]):
+        super().__init__(logging.WARNING)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord):
+        message = record.getMessage()
+        if message not in self.into:
+            self.into.append(message)
+
+
 class Bench:
     """Runs cases, keeps the results and rewrites the JSON after each one."""
 
     def __init__(self, plan: Plan, out: Path, meta: dict):
         self.plan, self.out = plan, out
-        self.results = {"meta": meta, "eval_ms": {}, "cases": [], "skipped": [], "errors": []}
+        self.results = {"meta": meta, "eval_ms": {}, "cases": [], "skipped": [], "errors": [], "pack_warnings": []}
 
     def save(self):
         self.out.parent.mkdir(parents=True, exist_ok=True)
@@ -411,6 +427,7 @@ def table(results: dict) -> str:
               for c in results["cases"] if c["arch"] == "sdxl" and c["mode"] != "plain" and c["peak_gib"] is not None]
     notes += [f"Skipped {s['case']}: {s['why']}" for s in results["skipped"]]
     notes += [f"Error in {e['part']}: {e['error']}" for e in results["errors"]]
+    notes += [f"Pack warning: {w}" for w in results["pack_warnings"]]
     return "\n".join(lines + [""] + notes) + "\n"
 
 
@@ -492,6 +509,7 @@ def main(argv=None):
             "cudnn_benchmark": torch.backends.cudnn.benchmark,
             "nhwc_norm": nhwc_norm_enabled(), "compile_pass": args.compile_pass, "eval_only": args.eval_only}
     bench = Bench(plan, Path(args.out), meta)
+    logging.getLogger("attend_and_excite").addHandler(PackWarnings(bench.results["pack_warnings"]))
     arch = archs(args.quick)
 
     peer = None
