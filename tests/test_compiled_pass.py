@@ -3,7 +3,8 @@ with every tensor it reads lifted into inputs gives the eager pass's loss, gradi
 sigmas; a later run of the same structure (another prompt, another model of the same architecture) reuses the
 compiled graph without tracing, with its own tensors, and another batch size does not; a graph that does not fit
 its run is compiled anew; a run with compile_pass on goes through the compilation in its second pass; a failed
-compilation is logged and the pass runs uncompiled; the NHWC GroupNorm is traced as plain operations.
+compilation is logged and the pass runs uncompiled, with each GroupNorm compiled as without compile_pass; the NHWC
+GroupNorm is traced as plain operations.
 torch.compile runs with the "aot_eager" backend here (the traced graph, no generated code); Inductor's kernels and
 their speed need a GPU: `bench.gpu_checks --compile-pass`, `bench.ae_bench --compile-pass`."""
 import functools
@@ -221,6 +222,43 @@ def test_a_failed_compilation_is_logged_and_the_pass_runs_uncompiled(caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert any("could not be compiled (RuntimeError: inductor broke)" in m for m in messages)
     assert not graphed.compiled
+
+
+def test_after_a_failed_compilation_the_pass_compiles_each_group_norm_as_a_run_without_compile_pass_does(monkeypatch):
+    """The eager pass a failed compilation leaves is the one of a run without compile_pass: its channels-last
+    GroupNorms go through their own compiled function (here a spy standing in for it, CPU channels-last input
+    standing in for CUDA's). Before the compilation, the run's first pass keeps PyTorch's norm. On the CPU the
+    capture then fails and the run goes on eagerly, with the same norms."""
+    events = []
+
+    class PerNormCompiler:
+        def check(self):
+            return True
+
+        def call(self, x, norm, forward):
+            events.append("per-norm")
+            return forward(x)
+
+    def failing(*args, **kwargs):
+        events.append("compile")
+        raise RuntimeError("inductor broke")
+
+    monkeypatch.setattr(nhwc_norm, "_channels_last_cuda",
+                        lambda x: x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last))
+    monkeypatch.setattr(nhwc_norm, "_compiler", PerNormCompiler())
+    monkeypatch.setattr(gradient_pass, "graph_blocker", lambda *args: None)
+    monkeypatch.setattr(gradient_pass, "triton_available", lambda: True)
+    monkeypatch.setattr(gradient_pass, "compiled_pass", failing)
+    orders = {}
+    for compile_pass in (False, True):
+        events.clear()
+        run_node(MODEL(), make_conditioning("sd1", 1), make_conditioning("sd1", 2), {"samples": torch.zeros(1, 4, 16, 16)},
+                 steps=3, token_indices="2,5", thresholds="", compile_pass=compile_pass)
+        orders[compile_pass] = list(events)
+    assert orders[False] and set(orders[False]) == {"per-norm"}
+    assert orders[True][0] == "compile"  # the first pass took no per-norm function
+    assert set(orders[True][1:]) == {"per-norm"}  # every later pass did
+    assert len(orders[True]) - 1 < len(orders[False])  # all but the first pass's
 
 
 def test_the_node_input_reaches_the_settings_and_a_cpu_run_says_it_stays_uncompiled(caplog):

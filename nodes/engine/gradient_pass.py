@@ -139,11 +139,18 @@ class GradientPass:
             return self.objective.loss(self.capture.end(), z)
 
     def _compiled(self, z: torch.Tensor, sigma: torch.Tensor, expected: PassResult):
-        """The compiled pass of this run (compiled_pass.py), checked to give `expected` at z, sigma."""
+        """The compiled pass of this run (compiled_pass.py), checked to give `expected` at z, sigma. If compiling
+        fails or the check refuses it, the graph captures the eager pass instead (GraphedPass): its GroupNorms are
+        then compiled one by one, as in a run without compile_pass, which would otherwise be the faster of the two."""
         structure, tensors = describe(self.model, positive=self.positive, objective=self.objective, options=self.options,
                                       capture=(self.capture.keys, self.capture.map_hw),
                                       switches=(self.nhwc_norms is not None, self._mutation_safe))
-        return compiled_pass(self.eager, z, sigma, expected, structure, tensors, channels_last=self.channels_last)
+        try:
+            return compiled_pass(self.eager, z, sigma, expected, structure, tensors, channels_last=self.channels_last)
+        except Exception:
+            if self.nhwc_norms is not None:
+                self.nhwc_norms.compile_each = True
+            raise
 
     def release(self) -> None:
         """Free the CUDA graph, its memory pool and the weights' channels-last copies (no pass is left in the

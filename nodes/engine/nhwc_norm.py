@@ -118,10 +118,11 @@ def _channels_last_cuda(x: torch.Tensor) -> bool:
     return x.dim() == 4 and x.is_cuda and x.is_contiguous(memory_format=torch.channels_last)
 
 
-def _nhwc_forward(compile_each: bool):
+def _nhwc_forward(norms: NHWCGroupNorms):
     """The swapped forward. Traced into the compiled pass (compiled_pass.py), channels-last input takes
     group_norm_nhwc as plain operations, which that compilation fuses with the rest of the pass. Otherwise, with
-    compile_each, it goes through the norm's own compiled function, except under a TorchDispatchMode (the
+    `norms.compile_each` (read at each call: a run whose compiled pass failed turns it on while its norms are
+    swapped), it goes through the norm's own compiled function, except under a TorchDispatchMode (the
     benchmark's FLOP counter, debugging tools), where it keeps the module's own forward: a compiled function called
     under one stops dynamo compiling it for any new shape in the process, whose calls then run group_norm_nhwc
     eagerly, unfused and slower than PyTorch's norm (the benchmark's later shapes in steps 12 and 13 of
@@ -131,7 +132,7 @@ def _nhwc_forward(compile_each: bool):
             if _channels_last_cuda(x):
                 if get_proxy_mode() is not None:
                     return group_norm_nhwc(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
-                if compile_each and _get_current_dispatch_mode() is None and _compiler.check():
+                if norms.compile_each and _get_current_dispatch_mode() is None and _compiler.check():
                     return _compiler.call(x, norm, forward)
             return forward(x)
         return run
@@ -152,4 +153,4 @@ class NHWCGroupNorms:
     def swapped(self):
         return wrapped_forwards([m for m in self.norms
                                  if not (getattr(m, "weight_function", None) or getattr(m, "bias_function", None))],
-                                _nhwc_forward(self.compile_each))
+                                _nhwc_forward(self))
