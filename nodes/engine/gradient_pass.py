@@ -140,8 +140,8 @@ class GradientPass:
 
     def _compiled(self, z: torch.Tensor, sigma: torch.Tensor, expected: PassResult):
         """The compiled pass of this run (compiled_pass.py), checked to give `expected` at z, sigma. If compiling
-        fails or the check refuses it, the graph captures the eager pass instead (GraphedPass): its GroupNorms are
-        then compiled one by one, as in a run without compile_pass, which would otherwise be the faster of the two."""
+        fails or the check refuses it, the graph captures the eager pass instead (GraphedPass), with its GroupNorms
+        compiled one by one from then on, as in a run without compile_pass: else that fallback would be slower."""
         structure, tensors = describe(self.model, positive=self.positive, objective=self.objective, options=self.options,
                                       capture=(self.capture.keys, self.capture.map_hw),
                                       switches=(self.nhwc_norms is not None, self._mutation_safe))
