@@ -21,7 +21,7 @@ from harness.models import make_conditioning, make_model
 
 from aande_pack.nodes import compat
 from aande_pack.nodes.declarations.inputs import settings_from
-from aande_pack.nodes.engine import compiled_pass, gradient_pass, nhwc_norm, patch
+from aande_pack.nodes.engine import compiled_pass, gradient_pass, graphed_pass, nhwc_norm, patch
 from aande_pack.nodes.engine.graphed_pass import GraphedPass
 from aande_pack.nodes.engine.observer import RunObserver
 
@@ -227,9 +227,14 @@ def test_a_failed_compilation_is_logged_and_the_pass_runs_uncompiled(caplog):
 def test_after_a_failed_compilation_the_pass_compiles_each_group_norm_as_a_run_without_compile_pass_does(monkeypatch):
     """The eager pass a failed compilation leaves is the one of a run without compile_pass: its channels-last
     GroupNorms go through their own compiled function (here a spy standing in for it, CPU channels-last input
-    standing in for CUDA's). Before the compilation, the run's first pass keeps PyTorch's norm. On the CPU the
-    capture then fails and the run goes on eagerly, with the same norms."""
+    standing in for CUDA's), compiled by a pass before the CUDA graph's capture, never inside it. Before the
+    compilation, the run's first pass keeps PyTorch's norm. On the CPU the capture (a stand-in that records it)
+    then fails and the run goes on eagerly, with the same norms."""
     events = []
+
+    def capture():
+        events.append("capture")
+        raise RuntimeError("no CUDA graphs here")
 
     class PerNormCompiler:
         def check(self):
@@ -249,16 +254,21 @@ def test_after_a_failed_compilation_the_pass_compiles_each_group_norm_as_a_run_w
     monkeypatch.setattr(gradient_pass, "graph_blocker", lambda *args: None)
     monkeypatch.setattr(gradient_pass, "triton_available", lambda: True)
     monkeypatch.setattr(gradient_pass, "compiled_pass", failing)
+    monkeypatch.setattr(graphed_pass.torch.cuda, "CUDAGraph", capture)
     orders = {}
     for compile_pass in (False, True):
         events.clear()
         run_node(MODEL(), make_conditioning("sd1", 1), make_conditioning("sd1", 2), {"samples": torch.zeros(1, 4, 16, 16)},
                  steps=3, token_indices="2,5", thresholds="", compile_pass=compile_pass)
         orders[compile_pass] = list(events)
-    assert orders[False] and set(orders[False]) == {"per-norm"}
+    norm_calls = {run: [e for e in events if e != "capture"] for run, events in orders.items()}
+    assert norm_calls[False] and set(norm_calls[False]) == {"per-norm"}
     assert orders[True][0] == "compile"  # the first pass took no per-norm function
-    assert set(orders[True][1:]) == {"per-norm"}  # every later pass did
-    assert len(orders[True]) - 1 < len(orders[False])  # all but the first pass's
+    assert set(norm_calls[True][1:]) == {"per-norm"}  # every later pass did
+    captured_at = orders[True].index("capture")
+    assert "per-norm" in orders[True][1:captured_at]  # compiled before the capture, not inside it
+    # the first pass's norm calls are missing, the extra pass before the capture makes them up
+    assert len(norm_calls[True]) - 1 == len(norm_calls[False])
 
 
 def test_the_node_input_reaches_the_settings_and_a_cpu_run_says_it_stays_uncompiled(caplog):

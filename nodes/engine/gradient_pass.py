@@ -141,7 +141,8 @@ class GradientPass:
     def _compiled(self, z: torch.Tensor, sigma: torch.Tensor, expected: PassResult):
         """The compiled pass of this run (compiled_pass.py), checked to give `expected` at z, sigma. If compiling
         fails or the check refuses it, the graph captures the eager pass instead (GraphedPass), with its GroupNorms
-        compiled one by one from then on, as in a run without compile_pass: else that fallback would be slower."""
+        compiled one by one from then on, as in a run without compile_pass: else that fallback would be slower. They
+        are compiled here, by one eager pass, as that run's first pass does: not inside the capture that follows."""
         structure, tensors = describe(self.model, positive=self.positive, objective=self.objective, options=self.options,
                                       capture=(self.capture.keys, self.capture.map_hw),
                                       switches=(self.nhwc_norms is not None, self._mutation_safe))
@@ -150,6 +151,7 @@ class GradientPass:
         except Exception:
             if self.nhwc_norms is not None:
                 self.nhwc_norms.compile_each = True
+                self.eager(z, sigma)
             raise
 
     def release(self) -> None:
