@@ -224,12 +224,11 @@ def test_a_failed_compilation_is_logged_and_the_pass_runs_uncompiled(caplog):
     assert not graphed.compiled
 
 
-def test_after_a_failed_compilation_the_pass_compiles_each_group_norm_as_a_run_without_compile_pass_does(monkeypatch):
-    """The eager pass a failed compilation leaves is the one of a run without compile_pass: its channels-last
-    GroupNorms go through their own compiled function (here a spy standing in for it, CPU channels-last input
-    standing in for CUDA's), compiled by a pass before the CUDA graph's capture, never inside it. Before the
-    compilation, the run's first pass keeps PyTorch's norm. On the CPU the capture (a stand-in that records it)
-    then fails and the run goes on eagerly, with the same norms."""
+def _norm_calls_and_captures(monkeypatch, compile_stand_in):
+    """The events of a 3-step run without and with compile_pass, as on a GPU but on the CPU: "per-norm" for each
+    GroupNorm call through the per-norm compiled function (a spy standing in for it, CPU channels-last input
+    standing in for CUDA's), "capture" for the CUDA graph's capture (a stand-in that records it and fails, as
+    without CUDA), and what `compile_stand_in(events)`, standing in for compiled_pass, records."""
     events = []
 
     def capture():
@@ -244,16 +243,12 @@ def test_after_a_failed_compilation_the_pass_compiles_each_group_norm_as_a_run_w
             events.append("per-norm")
             return forward(x)
 
-    def failing(*args, **kwargs):
-        events.append("compile")
-        raise RuntimeError("inductor broke")
-
     monkeypatch.setattr(nhwc_norm, "_channels_last_cuda",
                         lambda x: x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last))
     monkeypatch.setattr(nhwc_norm, "_compiler", PerNormCompiler())
     monkeypatch.setattr(gradient_pass, "graph_blocker", lambda *args: None)
     monkeypatch.setattr(gradient_pass, "triton_available", lambda: True)
-    monkeypatch.setattr(gradient_pass, "compiled_pass", failing)
+    monkeypatch.setattr(gradient_pass, "compiled_pass", compile_stand_in(events))
     monkeypatch.setattr(graphed_pass.torch.cuda, "CUDAGraph", capture)
     orders = {}
     for compile_pass in (False, True):
@@ -261,6 +256,20 @@ def test_after_a_failed_compilation_the_pass_compiles_each_group_norm_as_a_run_w
         run_node(MODEL(), make_conditioning("sd1", 1), make_conditioning("sd1", 2), {"samples": torch.zeros(1, 4, 16, 16)},
                  steps=3, token_indices="2,5", thresholds="", compile_pass=compile_pass)
         orders[compile_pass] = list(events)
+    return orders
+
+
+def test_after_a_failed_compilation_the_pass_compiles_each_group_norm_as_a_run_without_compile_pass_does(monkeypatch):
+    """The eager pass a failed compilation leaves is the one of a run without compile_pass: its channels-last
+    GroupNorms go through their own compiled function, compiled by a pass before the CUDA graph's capture, never
+    inside it. Before the compilation, the run's first pass keeps PyTorch's norm."""
+    def failing(events):
+        def compile(*args, **kwargs):
+            events.append("compile")
+            raise RuntimeError("inductor broke")
+        return compile
+
+    orders = _norm_calls_and_captures(monkeypatch, failing)
     norm_calls = {run: [e for e in events if e != "capture"] for run, events in orders.items()}
     assert norm_calls[False] and set(norm_calls[False]) == {"per-norm"}
     assert orders[True][0] == "compile"  # the first pass took no per-norm function
@@ -269,6 +278,24 @@ def test_after_a_failed_compilation_the_pass_compiles_each_group_norm_as_a_run_w
     assert "per-norm" in orders[True][1:captured_at]  # compiled before the capture, not inside it
     # the first pass's norm calls are missing, the extra pass before the capture makes them up
     assert len(norm_calls[True]) - 1 == len(norm_calls[False])
+
+
+def test_after_a_failed_capture_of_the_compiled_pass_the_pass_compiles_each_group_norm(monkeypatch):
+    """A compilation that succeeds but whose capture fails leaves the run eager: from then on its GroupNorms go
+    through their own compiled function, as in a run without compile_pass (the first pass, before the
+    compilation, keeps PyTorch's norm)."""
+    def succeeding(events):
+        def compile(eager, *args, **kwargs):
+            events.append("compile")
+            return eager  # stands in for the compiled program, which the failing capture never runs
+        return compile
+
+    orders = _norm_calls_and_captures(monkeypatch, succeeding)
+    assert orders[True][:2] == ["compile", "capture"]  # the first pass took no per-norm function
+    after = orders[True][2:]
+    assert after and set(after) == {"per-norm"}
+    # the passes after the capture are those of a run without compile_pass after its own failed capture
+    assert after == orders[False][orders[False].index("capture") + 1:]
 
 
 def test_the_node_input_reaches_the_settings_and_a_cpu_run_says_it_stays_uncompiled(caplog):

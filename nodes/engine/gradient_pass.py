@@ -66,7 +66,8 @@ class GradientPass:
         # scales part of its input in place): with them, a saved tensor is copied before a write (saved_copies.py)
         self._mutation_safe = compat.has_block_patches(model_options)
         self.passes = 0
-        self._graph = None if self.eager_reason else GraphedPass(self.eager, self._compiled if compiling else None)
+        self._graph = None if self.eager_reason else \
+            GraphedPass(self.eager, self._compiled if compiling else None, uncompiled=self._compile_each_norm)
         if self.eager_reason:
             log.info("A&E: gradient pass runs eagerly, not from a CUDA graph: %s%s", self.eager_reason,
                      " (compile_pass compiles only a CUDA-graph pass)" if compile_pass else "")
@@ -139,20 +140,17 @@ class GradientPass:
             return self.objective.loss(self.capture.end(), z)
 
     def _compiled(self, z: torch.Tensor, sigma: torch.Tensor, expected: PassResult):
-        """The compiled pass of this run (compiled_pass.py), checked to give `expected` at z, sigma. If compiling
-        fails or the check refuses it, the graph captures the eager pass instead (GraphedPass), with its GroupNorms
-        compiled one by one from then on, as in a run without compile_pass: else that fallback would be slower. They
-        are compiled here, by one eager pass, as that run's first pass does: not inside the capture that follows."""
+        """The compiled pass of this run (compiled_pass.py), checked to give `expected` at z, sigma."""
         structure, tensors = describe(self.model, positive=self.positive, objective=self.objective, options=self.options,
                                       capture=(self.capture.keys, self.capture.map_hw),
                                       switches=(self.nhwc_norms is not None, self._mutation_safe))
-        try:
-            return compiled_pass(self.eager, z, sigma, expected, structure, tensors, channels_last=self.channels_last)
-        except Exception:
-            if self.nhwc_norms is not None:
-                self.nhwc_norms.compile_each = True
-                self.eager(z, sigma)
-            raise
+        return compiled_pass(self.eager, z, sigma, expected, structure, tensors, channels_last=self.channels_last)
+
+    def _compile_each_norm(self) -> None:
+        """When the run gives up its compiled pass (GraphedPass), its GroupNorms are compiled one by one from then
+        on, as in a run without compile_pass: else the pass that replaces it would be slower than that run's."""
+        if self.nhwc_norms is not None:
+            self.nhwc_norms.compile_each = True
 
     def release(self) -> None:
         """Free the CUDA graph, its memory pool and the weights' channels-last copies (no pass is left in the

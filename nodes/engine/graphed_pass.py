@@ -52,10 +52,14 @@ class GraphedPass:
     the pass and the graph captures the compiled program; a compilation that fails is logged and the graph captures
     the pass as it runs. The graph and its memory pool live until `release()` (the end of the A&E phase). A capture
     that fails (an unforeseen host synchronisation or transfer in the forward) is logged and the run goes on eagerly.
+    uncompiled: called when the run gives up the compiled pass (its compilation failed, or its capture did), before
+    the eager pass runs again: the eager pass of a run that asked for compilation may need setting up as in a run
+    that did not (GradientPass compiles its GroupNorms one by one then). After a failed compilation one eager pass
+    runs before the capture, so that whatever that set-up compiles on first use is compiled outside the capture.
     """
 
-    def __init__(self, eager, compile=None):
-        self.eager, self.compile = eager, compile
+    def __init__(self, eager, compile=None, uncompiled=None):
+        self.eager, self.compile, self.uncompiled = eager, compile, uncompiled or (lambda: None)
         self.calls = self.replays = 0
         self.graph = self.inputs = self.outputs = self.captured = self.first = None
         self.failed = False
@@ -84,6 +88,8 @@ class GraphedPass:
         except Exception as e:  # noqa: BLE001  any failure leaves the uncompiled pass, which is correct
             log.warning("A&E: the gradient pass could not be compiled (%s); the CUDA graph replays it uncompiled "
                         "(slower, the same result)", _summary(e))
+            self.uncompiled()
+            self.eager(*first[:2])  # not inside the capture: see the class's docstring
             return self.eager
         self.compiled = True
         return compiled
@@ -96,6 +102,8 @@ class GraphedPass:
             with torch.cuda.graph(graph):
                 outputs = run(*inputs)
         except Exception as e:  # noqa: BLE001  any capture failure leaves the eager pass, which is correct
+            if self.compiled:
+                self.uncompiled()
             self.failed, self.compiled = True, False
             log.warning("A&E: the gradient pass could not be captured in a CUDA graph (%s); it runs eagerly",
                         _summary(e))
