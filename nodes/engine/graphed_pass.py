@@ -54,8 +54,9 @@ class GraphedPass:
     that fails (an unforeseen host synchronisation or transfer in the forward) is logged and the run goes on eagerly.
     uncompiled: called when the run gives up the compiled pass (its compilation failed, or its capture did), before
     the eager pass runs again: the eager pass of a run that asked for compilation may need setting up as in a run
-    that did not (GradientPass compiles its GroupNorms one by one then). After a failed compilation one eager pass
-    runs before the capture, so that whatever that set-up compiles on first use is compiled outside the capture.
+    that did not (GradientPass compiles its GroupNorms one by one then). After a failed compilation the call runs
+    the eager pass uncaptured and the next call captures it, so that whatever that set-up compiles on first use is
+    compiled outside the capture, as the first call does for a run without compilation.
     """
 
     def __init__(self, eager, compile=None, uncompiled=None):
@@ -89,14 +90,17 @@ class GraphedPass:
             log.warning("A&E: the gradient pass could not be compiled (%s); the CUDA graph replays it uncompiled "
                         "(slower, the same result)", _summary(e))
             self.uncompiled()
-            self.eager(*first[:2])  # not inside the capture: see the class's docstring
             return self.eager
         self.compiled = True
         return compiled
 
     def _capture(self, z, sigma) -> bool:
-        inputs = [t.detach().clone() for t in (z, sigma)]
-        run = self._compiled() if self.compile is not None else self.eager
+        """Capture the pass (compiled first, where asked) in the graph; False where it is not captured by this call."""
+        if self.captured is None:
+            self.captured = self._compiled() if self.compile is not None else self.eager
+            if self.compile is not None and not self.compiled:
+                return False  # the uncompiled pass runs once before its capture: see the class's docstring
+        run, inputs = self.captured, [t.detach().clone() for t in (z, sigma)]
         try:
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
@@ -104,12 +108,13 @@ class GraphedPass:
         except Exception as e:  # noqa: BLE001  any capture failure leaves the eager pass, which is correct
             if self.compiled:
                 self.uncompiled()
-            self.failed, self.compiled = True, False
+            self.failed, self.compiled, self.captured = True, False, None
             log.warning("A&E: the gradient pass could not be captured in a CUDA graph (%s); it runs eagerly",
                         _summary(e))
             return False
-        # the compiled pass holds the tensors the graph reads (weights, conditioning): kept as long as the graph
-        self.graph, self.inputs, self.outputs, self.captured = graph, inputs, outputs, run
+        # the compiled pass (`captured`) holds the tensors the graph reads (weights, conditioning): kept as long as
+        # the graph
+        self.graph, self.inputs, self.outputs = graph, inputs, outputs
         return True
 
     def release(self):
