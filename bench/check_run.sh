@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # The benchmark's runs on the GPU machine, each one device call (inside the 600 s a call may run). With the default
 # pass, one call holds the checks, the 8 GiB case and the whole benchmark; with the compiled pass (the node input
-# compile_pass) every model and batch compiles once, 15 s to 2.5 minutes, so issue 15's check run takes two calls.
+# compile_pass) every model and batch compiles once, 15 s to 5 minutes, so issue 15's check run takes two calls,
+# and its single-pass fidelity check a third.
 #
-#   bash bench/check_run.sh default  # gpu_checks (graph against eager), the 8 GiB case, the whole benchmark
-#   bash bench/check_run.sh sd15     # gpu_checks (graph and compiled pass against eager), SD1.5 b1 and b4 compiled,
-#                                    # diffusers b1, SD1.5's passes uncompiled
-#   bash bench/check_run.sh sdxl     # the 8 GiB case, SDXL b1 compiled and not, a new process's compilation from the cache
+#   bash bench/check_run.sh default   # gpu_checks (graph against eager), the 8 GiB case, the whole benchmark
+#   bash bench/check_run.sh sd15      # gpu_checks (graph and compiled pass against eager), SD1.5 b1 and b4 compiled,
+#                                     # diffusers b1, SD1.5's passes uncompiled
+#   bash bench/check_run.sh sdxl      # the 8 GiB case, SDXL b1 compiled and not
+#   bash bench/check_run.sh fidelity  # pass_fidelity: the compiled pass against eager and float32 passes at one
+#                                     # latent, SDXL b1 and SD1.5 b4
 #
 # Writes its JSON, tables and logs under $OUT (bench/out without one). Needs .device/ and .whl/ (bench/README.md).
 set -uo pipefail
-part=${1:?usage: bench/check_run.sh default|sd15|sdxl}
+part=${1:?usage: bench/check_run.sh default|sd15|sdxl|fidelity}
 out=${OUT:-bench/out}
 mkdir -p "$out"
 source "$(dirname "$0")/device_env.sh"
@@ -32,12 +35,16 @@ case $part in
     ;;
   sdxl)
     timeout 100 python3 -m bench.memory_check --comfyui .device/comfyui --out "$out" 2>&1 | tail -5
-    timeout 250 "${bench[@]}" --compile-pass --cases sdxl --batches 1 --out "$out/ae_bench_sdxl.json" 2>&1 \
+    timeout 340 "${bench[@]}" --compile-pass --cases sdxl --batches 1 --out "$out/ae_bench_sdxl.json" 2>&1 \
       | tee "$out/ae_bench_sdxl.log" | grep -v Warning
-    # a new process: Inductor's disk cache (this machine's) holds the pass compiled above
-    timeout 90 "${bench[@]}" --compile-pass --eval-only --cases sdxl --batches 1 --out /tmp/sdxl_cached.json 2>&1 \
-      | grep "one gradient evaluation" | tee "$out/sdxl_cached.txt"
     timeout 110 "${bench[@]}" --cases sdxl --batches 1 --out "$out/ae_bench_sdxl_uncompiled.json" 2>&1 | grep -v Warning
+    ;;
+  fidelity)
+    for arch_batch in "sdxl 1 360" "sd15 4 200"; do
+      set -- $arch_batch
+      timeout "$3" python3 -m bench.pass_fidelity --comfyui .device/comfyui --arch "$1" --batch "$2" --compile-pass \
+        --out "$out/pass_fidelity_$1_b$2.json" 2>&1 | grep -v Warning
+    done
     ;;
   *) echo "unknown part $part" >&2; exit 2 ;;
 esac

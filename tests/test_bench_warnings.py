@@ -29,7 +29,7 @@ def test_a_pass_left_uncompiled_and_uncaptured_puts_both_reasons_once_in_the_jso
     try:
         for _ in range(2):  # two runs with the same reasons
             graphed = GraphedPass(eager, compile_)
-            for _ in range(3):  # eager, then the compilation and the capture (no CUDA here), then eager again
+            for _ in range(3):  # eager, then the failed compilation (eager), then the capture (no CUDA here: eager)
                 graphed(torch.ones(2), torch.full((1,), 2.0))
             assert graphed.failed and not graphed.compiled
     finally:

@@ -56,7 +56,7 @@ def optional_inputs(legacy_tokens: bool = True) -> dict:
         "compile_pass": ("BOOLEAN", {"default": False, "label_on": "on", "label_off": "off", "tooltip":
             "Compile the gradient pass with torch.compile (needs a CUDA GPU and Triton): 13-17% faster passes, "
             "after a pause in the first A&E run of each model architecture, size and batch in a ComfyUI session "
-            "(15 s to 2.5 min, less once Inductor's disk cache has it); later runs reuse it. Same result within "
+            "(15 s to 5 min, less once Inductor's disk cache has it); later runs reuse it. Same result within "
             "fp16 rounding."}),
     }
     if legacy_tokens:

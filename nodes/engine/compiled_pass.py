@@ -23,8 +23,8 @@ its inputs are found again by name among the new run's tensors (another prompt, 
 architecture, a LoRA). Inductor's on-disk cache makes a new process's compilation of a graph seen before quick.
 Every run checks its compiled pass against its own first, eager, pass before the CUDA graph captures it.
 
-The node input compile_pass turns it on (off by default: the compilation costs 15 s to 2.5 minutes in the first
-run of each model architecture, size and batch of a ComfyUI session, docs/benchmarks.md, step 15). Only a pass
+The node input compile_pass turns it on (off by default: the compilation costs 15 s to 5 minutes in the first
+run of each model architecture, size and batch of a ComfyUI session, docs/benchmarks.md, steps 15, 18 and 21). Only a pass
 that may be replayed from a CUDA graph is compiled (the same conditions: nothing of another node's runs inside it,
 the weights stay put), since the trace freezes every Python decision of the pass just as the capture does.
 Without Triton, or when tracing or compiling fails, the pass is captured as it runs, uncompiled, with a log line.
@@ -206,7 +206,7 @@ def _trace_and_compile(eager, z, sigma, tensors: dict, channels_last: bool) -> t
     split = split_constant_work(gm, varying=2)
     traced = time.perf_counter()
     log.info("A&E: compiling the gradient pass (compile_pass) for this model, size and batch: the first A&E run of "
-             "each in this ComfyUI session pauses for it (15 s to 2.5 minutes, less once Inductor's disk cache has "
+             "each in this ComfyUI session pauses for it (15 s to 5 minutes, less once Inductor's disk cache has "
              "it); later runs reuse it")
     options = INDUCTOR_OPTIONS if BACKEND == "inductor" else None
     compiled = _Compiled(torch.compile(split.main, backend=BACKEND, dynamic=False, fullgraph=True, options=options),
