@@ -125,7 +125,8 @@ def main():
     parser.add_argument("--comfyui", default=None)
     parser.add_argument("--arch", default="sdxl", choices=["sd15", "sdxl"])
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--compile-pass", action="store_true", help="the run compiles its pass (node input compile_pass)")
+    parser.add_argument("--compile-pass", action="store_true",
+                        help="the run compiles its pass (node input compile_pass)")
     parser.add_argument("--quick", action="store_true", help="tiny models on the CPU: checks the script itself")
     parser.add_argument("--out", default="bench/out/pass_fidelity.json")
     args = parser.parse_args()

@@ -253,8 +253,9 @@ def _norm_calls_and_captures(monkeypatch, compile_stand_in):
     orders = {}
     for compile_pass in (False, True):
         events.clear()
-        run_node(MODEL(), make_conditioning("sd1", 1), make_conditioning("sd1", 2), {"samples": torch.zeros(1, 4, 16, 16)},
-                 steps=6, token_indices="2,5", thresholds="", compile_pass=compile_pass)
+        run_node(MODEL(), make_conditioning("sd1", 1), make_conditioning("sd1", 2),
+                 {"samples": torch.zeros(1, 4, 16, 16)}, steps=6, token_indices="2,5", thresholds="",
+                 compile_pass=compile_pass)
         orders[compile_pass] = list(events)
     return orders
 

@@ -24,9 +24,9 @@ architecture, a LoRA). Inductor's on-disk cache makes a new process's compilatio
 Every run checks its compiled pass against its own first, eager, pass before the CUDA graph captures it.
 
 The node input compile_pass turns it on (off by default: the compilation costs 15 s to 5 minutes in the first
-run of each model architecture, size and batch of a ComfyUI session, docs/benchmarks.md, steps 15, 18 and 21). Only a pass
-that may be replayed from a CUDA graph is compiled (the same conditions: nothing of another node's runs inside it,
-the weights stay put), since the trace freezes every Python decision of the pass just as the capture does.
+run of each model architecture, size and batch of a ComfyUI session, docs/benchmarks.md, steps 15, 18 and 21).
+Only a pass that may be replayed from a CUDA graph is compiled (the same conditions: nothing of another node's runs
+inside it, the weights stay put), since the trace freezes every Python decision of the pass just as the capture does.
 Without Triton, or when tracing or compiling fails, the pass is captured as it runs, uncompiled, with a log line.
 """
 from __future__ import annotations
