@@ -65,13 +65,6 @@ def main():
         rows.append((name, "PASS" if passed else "FAIL", detail))
         print("| " + " | ".join(rows[-1]) + " |", flush=True)  # each row as it comes: a run cut short keeps them
 
-    def fp32_twin(model):
-        twin = models.make_model(arch.kind, seed=0, dtype=torch.float32, device=device)
-        with torch.inference_mode():
-            twin.model.diffusion_model.load_state_dict(
-                {k: v.float() for k, v in model.model.diffusion_model.state_dict().items()})
-        return twin
-
     fp16 = models.make_model(arch.kind, seed=0, dtype=torch.float16, device=device)
     out, record, secs = run(fp16)
     losses = torch.stack([s.loss for s in record.steps])
@@ -88,7 +81,8 @@ def main():
         try:
             eager, rec_e, secs_e = run(fp16)
             eager2, rec_e2, _ = run(fp16)
-            exact, rec_x, _ = run(fp32_twin(fp16))  # the reference of the fourth check: the eager pass in fp32
+            # the reference of the fourth check: the eager pass in fp32
+            exact, rec_x, _ = run(models.float32_twin(fp16, arch.kind, device))
         finally:
             del os.environ[graphed_pass.ENV_SWITCH]
 
@@ -130,7 +124,7 @@ def main():
     if args.graph_only:
         raise SystemExit(report(rows, ok, device))
 
-    fp32 = fp32_twin(fp16)
+    fp32 = models.float32_twin(fp16, arch.kind, device)
     _, rec32, _ = run(fp32, thresholds="")
     _, rec16, _ = run(fp16, thresholds="")
     diff = max(float((a.loss - b.loss).abs().max()) for a, b in zip(rec16.steps[:3], rec32.steps[:3]))

@@ -92,10 +92,8 @@ def fidelity(arch: ae_bench.Arch, batch: int, device: torch.device, dtype: torch
                          budget_s=1e9, cases=set(), compile_pass=compile_pass)
     model = models.make_model(arch.kind, seed=0, dtype=dtype, device=device)
     passes = at_first_step(ae_bench.ComfyRunner(plan, arch, model), batch, run_passes)
-    weights = {k: v.float() for k, v in model.model.diffusion_model.state_dict().items()}
+    twin = models.float32_twin(model, arch.kind, device)
     del model
-    twin = models.make_model(arch.kind, dtype=torch.float32, device=device, weights=weights)
-    del weights
     z32 = passes["z"].float()
     exact = at_first_step(ae_bench.ComfyRunner(plan, arch, twin), batch,
                           lambda run, z, sigma: _cpu(run.gradient_pass.eager(z32, passes["sigma"])))

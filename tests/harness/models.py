@@ -118,6 +118,13 @@ def make_model(kind, seed=0, sharpen=None, dtype=torch.float32, device=None, wei
                                             offload_device=comfy.model_management.unet_offload_device())
 
 
+def float32_twin(model, kind, device=None):
+    """A float32 `kind` model with `model`'s weights (a ModelPatcher of lower precision): the exact reference the
+    GPU checks hold fp16 passes and runs against."""
+    weights = {k: v.float() for k, v in model.model.diffusion_model.state_dict().items()}
+    return make_model(kind, dtype=torch.float32, device=device, weights=weights)
+
+
 def make_conditioning(kind, seed, n_chunks=1, side=1024):
     """ComfyUI CONDITIONING for a `kind` model: random text embeddings of n_chunks x 77 tokens.
 
