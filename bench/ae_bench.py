@@ -278,6 +278,22 @@ class ComfyRunner:
     def run(self, mode, batch, steps):
         return self.plain(batch, steps) if MODES[mode] is None else self.ae(batch, steps, MODES[mode])
 
+    def at_first_step(self, batch, measure):
+        """measure(run, z, sigma) at the first A&E step of a real run (refinement off), which then stops."""
+        from aande_pack.nodes.engine.observer import RunObserver
+        found = {}
+
+        class AtFirstStep(RunObserver):
+            def step_started(self, run, step, z, sigma):
+                found["value"] = measure(run, z, sigma)
+                raise Measured
+
+        try:
+            self.ae(batch, self.plan.steps, MODES["ae_noref"], AtFirstStep())
+        except Measured:
+            pass
+        return found["value"]
+
     def eval_ms(self, batch) -> dict:
         """Median time of one gradient pass (truncated forward + loss + backward), eager and replayed from the
         run's CUDA graph where it has one, timed alone at the first A&E step of a real run, which then stops."""

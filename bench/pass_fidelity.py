@@ -28,25 +28,8 @@ from harness import host, models
 
 from . import ae_bench
 
-STEPS = 50  # the run's steps; it stops at its first A&E step
+STEPS = 50  # the run's steps; it stops at its first A&E step (ComfyRunner.at_first_step)
 TOLERANCE = 1.25  # how much further from float32 than the eager passes the replayed pass may be
-
-
-def at_first_step(runner: ae_bench.ComfyRunner, batch: int, measure):
-    """measure(run, z, sigma) at the first A&E step of an A&E run (refinement off) of `runner`, which stops there."""
-    from aande_pack.nodes.engine.observer import RunObserver
-    found = {}
-
-    class AtFirstStep(RunObserver):
-        def step_started(self, run, step, z, sigma):
-            found["value"] = measure(run, z, sigma)
-            raise ae_bench.Measured
-
-    try:
-        runner.ae(batch, STEPS, ae_bench.MODES["ae_noref"], AtFirstStep())
-    except ae_bench.Measured:
-        pass
-    return found["value"]
 
 
 def _cpu(result):
@@ -91,12 +74,12 @@ def fidelity(arch: ae_bench.Arch, batch: int, device: torch.device, dtype: torch
     plan = ae_bench.Plan(device=device, dtype=dtype, steps=STEPS, batches=(batch,), repeats=1, warmup_steps=0,
                          budget_s=1e9, cases=set(), compile_pass=compile_pass)
     model = models.make_model(arch.kind, seed=0, dtype=dtype, device=device)
-    passes = at_first_step(ae_bench.ComfyRunner(plan, arch, model), batch, run_passes)
+    passes = ae_bench.ComfyRunner(plan, arch, model).at_first_step(batch, run_passes)
     twin = models.float32_twin(model, arch.kind, device)
     del model
     z32 = passes["z"].float()
-    exact = at_first_step(ae_bench.ComfyRunner(plan, arch, twin), batch,
-                          lambda run, z, sigma: _cpu(run.gradient_pass.eager(z32, passes["sigma"])))
+    exact = ae_bench.ComfyRunner(plan, arch, twin).at_first_step(
+        batch, lambda run, z, sigma: _cpu(run.gradient_pass.eager(z32, passes["sigma"])))
     return {"arch": arch.name, "batch": batch, "dtype": str(dtype).removeprefix("torch."),
             "compile_pass": compile_pass, "replayed": passes["was_replayed"], "compiled": passes["compiled"],
             "second_pass_s": passes["second_pass_s"], **compare(passes, exact)}
