@@ -6,7 +6,9 @@ through the run's observer seam (nodes/engine/observer.py) and the gradient pass
     python3 -m bench.profile_eval --comfyui .device/comfyui [--arch sdxl] [--batch 4] [--compile-pass] --out $OUT/p.json
 
 With --compile-pass the run compiles its pass (the node input compile_pass) and the CUDA graph replays the compiled
-program. The replayed pass's kernels are summed by kind (`kernel_split`, JSON `graph_kernels`), and the copies ATen
+program. --refinement adds where a run with the default refinement spends its time beyond its replayed passes
+(`refinement_split`, JSON `refinement`): every pass of the run timed by CUDA events, without a synchronisation the run
+does not make itself, and the first step's pass replayed 60 times as the refinement loop replays it. The replayed pass's kernels are summed by kind (`kernel_split`, JSON `graph_kernels`), and the copies ATen
 makes inside the compiled program's calls to it by their caller (`copy_sources`, JSON `compiled_copies`).
 """
 from __future__ import annotations
@@ -74,6 +76,91 @@ def profile_pass(run, z, sigma, out: dict) -> None:
             out["compiled_copies"] = copy_sources(prof.events(), passes=3)
 
 
+def pass_events():
+    """A RunObserver that brackets each phase of a run in CUDA events, adding no synchronisation: GPU time from a
+    phase's first launch to its last kernel's end, with whatever idle time the CPU's launching leaves inside it.
+    `summary()` after the run."""
+    from aande_pack.nodes.engine.observer import RunObserver
+
+    class PassEvents(RunObserver):
+        def __init__(self):
+            self.step, self.spans = None, []
+
+        def step_started(self, run, step, z, sigma):
+            self.step = step
+
+        @contextmanager
+        def phase(self, name):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            t0 = time.perf_counter()
+            yield
+            end.record()
+            self.spans.append((name, self.step, start, end, 1000 * (time.perf_counter() - t0)))
+
+        def summary(self) -> dict:
+            """The median GPU span of the passes of steps without refinement; every pass's span and the gaps between
+            passes of each step with several (the first step's first two: the eager pass, then the compilation
+            check and the capture); per phase kind the median and sum of its GPU spans and of the CPU's time in it."""
+            torch.cuda.synchronize()
+            by_step: dict = {}
+            for name, step, start, end, _ in self.spans:
+                if name == "gradient pass":
+                    by_step.setdefault(step, []).append((start, end))
+            single = [s.elapsed_time(e) for passes in by_step.values() if len(passes) == 1 for s, e in passes]
+            refined = {step: {"pass_ms": [round(s.elapsed_time(e), 3) for s, e in passes],
+                              "gap_ms": [round(e.elapsed_time(s), 3) for (_, e), (s, _) in zip(passes, passes[1:])]}
+                       for step, passes in by_step.items() if len(passes) > 1}
+            phases = {}
+            for kind in ("start", "excite", "cfg", "cfg plain", "finish"):
+                spans = [(s.elapsed_time(e), cpu) for name, _, s, e, cpu in self.spans if name == kind]
+                if spans:
+                    gpu, cpu = zip(*spans)
+                    phases[kind] = {"n": len(spans), "median_ms": statistics.median(gpu), "sum_ms": sum(gpu),
+                                    "cpu_median_ms": statistics.median(cpu), "cpu_sum_ms": sum(cpu)}
+            return {"single_pass_steps": {"n": len(single), "median_ms": statistics.median(single) if single else None},
+                    "refinement_steps": refined, "phases": phases}
+
+    return PassEvents()
+
+
+def replays_as_refinement(run, z, sigma, out: dict, n=60) -> None:
+    """The first step's pass replayed n times, each after reading the last one's loss on the host (as the
+    refinement loop does), each timed by CUDA events: whether a pass slows down over a long series by itself."""
+    gradient_pass = run.gradient_pass
+    for _ in range(2):  # the run's eager first pass, then the one that compiles (if on) and captures
+        gradient_pass(z, sigma)
+    spans = []
+    for _ in range(n):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        result = gradient_pass(z, sigma)
+        end.record()
+        result.loss.tolist()
+        spans.append((start, end))
+    ms = [s.elapsed_time(e) for s, e in spans]
+    out["series_pass_ms"] = {"first_10": statistics.median(ms[:10]), "last_10": statistics.median(ms[-10:]),
+                             "all": [round(v, 3) for v in ms]}
+
+
+def refinement_split(runner, batch: int) -> dict:
+    """A 50-step run with the default refinement, twice (the second kept), every phase timed by CUDA events; the run's
+    wall time beside the same run without events; and the first step's pass replayed as the refinement loop does."""
+    out: dict = {}
+    runner.at_first_step(batch, lambda run, z, sigma: replays_as_refinement(run, z, sigma, out))
+    for _ in range(2):
+        events = pass_events()
+        torch.cuda.synchronize()
+        t0, started = time.perf_counter(), time.time()
+        runner.ae(batch, 50, ae_bench.MODES["ae_default"], events)
+        torch.cuda.synchronize()
+        out["run_ms_with_events"] = 1000 * (time.perf_counter() - t0)
+        out["run_epoch_s"] = [started, time.time()]  # to find the run in a log of the GPU's clocks
+    out.update(events.summary())
+    out["run_ms"] = cuda_ms(lambda: runner.ae(batch, 50, ae_bench.MODES["ae_default"]), repeats=2, warmup=0)
+    return out
+
+
 KINDS = (  # (kind, substrings of a kernel's name), the first match wins: cuDNN's attention kernels name "fprop" too
     ("attention", ("sdpa", "fmha", "flash", "attention")),
     ("convolution", ("conv", "fprop", "dgrad", "wgrad", "implicit_gemm")),
@@ -129,6 +216,8 @@ def main():
                    "nchw and channels_last (nodes/engine/inference_weights.py)")
     p.add_argument("--pass-only", action="store_true", help="profile the gradient pass only, not whole runs")
     p.add_argument("--compile-pass", action="store_true", help="the run compiles its pass (node input compile_pass)")
+    p.add_argument("--refinement", action="store_true", help="also split a run with the default refinement by CUDA "
+                   "events (refinement_split)")
     args = p.parse_args()
     host.import_pack()
     host.import_comfy(host.find_comfyui(args.comfyui), cpu=False)
@@ -187,6 +276,8 @@ def main():
     noref_ms = cuda_ms(lambda: runner.ae(args.batch, 50, ae_bench.MODES["ae_noref"]), repeats=3, warmup=1)
     out["plain_run_ms"], out["ae_noref_run_ms"] = plain_ms, noref_ms
     out["ae_step_extra_ms"] = (noref_ms - plain_ms) / 25
+    if args.refinement:
+        out["refinement"] = refinement_split(runner, args.batch)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
     for k, v in out.items():
