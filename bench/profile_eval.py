@@ -3,13 +3,15 @@ the profiler (GPU busy time against wall time) and replayed from the CUDA graph;
 gradient passes, the rest of the A&E update and the CFG forwards, against plain steps. Everything is timed
 through the run's observer seam (nodes/engine/observer.py) and the gradient pass's own interface.
 
-    python3 -m bench.profile_eval --comfyui .device/comfyui [--arch sdxl] [--batch 4] [--compile-pass] --out $OUT/p.json
+    python3 -m bench.profile_eval --comfyui .device/comfyui [--arch sdxl] [--batch 4] [--compile-pass]
+        [--refinement] --out $OUT/p.json
 
 With --compile-pass the run compiles its pass (the node input compile_pass) and the CUDA graph replays the compiled
-program. --refinement adds where a run with the default refinement spends its time beyond its replayed passes
-(`refinement_split`, JSON `refinement`): every pass of the run timed by CUDA events, without a synchronisation the run
-does not make itself, and the first step's pass replayed 60 times as the refinement loop replays it. The replayed pass's kernels are summed by kind (`kernel_split`, JSON `graph_kernels`), and the copies ATen
+program. The replayed pass's kernels are summed by kind (`kernel_split`, JSON `graph_kernels`), and the copies ATen
 makes inside the compiled program's calls to it by their caller (`copy_sources`, JSON `compiled_copies`).
+--refinement adds where a run with the default refinement spends its time beyond its replayed passes
+(`refinement_split`, JSON `refinement`): every pass of the run timed by CUDA events, without a synchronisation the run
+does not make itself, and the first step's pass replayed 60 times as the refinement loop replays it.
 """
 from __future__ import annotations
 
