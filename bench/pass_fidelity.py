@@ -86,10 +86,10 @@ def fidelity(arch: ae_bench.Arch, batch: int, device: torch.device, dtype: torch
 
 
 def table(result: dict) -> str:
+    to_exact = result["to_float32"]
     rows = [("eager, again", result["eager_vs_eager"], None), ("replayed", result["replayed_vs_eager"], None),
-            ("eager", result["to_float32"]["eager"], "float32"), ("eager, again", result["to_float32"]["eager2"],
-                                                                  "float32"),
-            ("replayed", result["to_float32"]["replayed"], "float32")]
+            ("eager", to_exact["eager"], "float32"), ("eager, again", to_exact["eager2"], "float32"),
+            ("replayed", to_exact["replayed"], "float32")]
     lines = ["| pass | against | loss diff | gradient rel. diff | gradient cosine |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {name} | {against or 'eager'} | {d['loss']:.2e} | {d['grad_rel']:.2e} | {d['grad_cosine']:.6f} |"
               for name, d, against in rows]

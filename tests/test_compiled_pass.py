@@ -225,10 +225,10 @@ def test_a_failed_compilation_is_logged_and_the_pass_runs_uncompiled(caplog):
 
 
 def _norm_calls_and_captures(monkeypatch, compile_stand_in):
-    """The events of a 6-step run (3 A&E passes) without and with compile_pass, as on a GPU but on the CPU: "per-norm" for each
-    GroupNorm call through the per-norm compiled function (a spy standing in for it, CPU channels-last input
-    standing in for CUDA's), "capture" for the CUDA graph's capture (a stand-in that records it and fails, as
-    without CUDA), and what `compile_stand_in(events)`, standing in for compiled_pass, records."""
+    """The events of a 6-step run (3 A&E passes) without and with compile_pass, as on a GPU but on the CPU:
+    "per-norm" for each GroupNorm call through the per-norm compiled function (a spy standing in for it, CPU
+    channels-last input standing in for CUDA's), "capture" for the CUDA graph's capture (a stand-in that records it
+    and fails, as without CUDA), and what `compile_stand_in(events)`, standing in for compiled_pass, records."""
     events = []
 
     def capture():
