@@ -19,6 +19,7 @@ def test_at_the_first_step_eager_passes_repeat_and_fp16_differs_from_its_float32
     assert 0 < to_exact["eager"]["grad_rel"] < 0.05 and to_exact["eager"]["grad_cosine"] > 0.99
     assert 0 < to_exact["eager"]["loss"] < 1e-3
     assert to_exact["replayed"] == to_exact["eager"] and result["passed"]
+    assert result["pass_ms"] > 0  # the run's pass timed after the check
 
 
 def _pass(grad, loss):
