@@ -28,7 +28,7 @@ import torch
 
 from harness import diffusers_twin, host, models
 
-from . import ROOT
+from . import PEAK_TFLOPS, ROOT
 from .counters import PassCounter
 
 MODES = {"plain": None, "ae_noref": {"thresholds": ""}, "ae_default": {}}
@@ -464,8 +464,8 @@ def parse_args(argv=None):
     p.add_argument("--batches", help="batch sizes, comma-separated (default 1,4; --quick 1,2)")
     p.add_argument("--comfyui", help="ComfyUI folder (default: .device/comfyui, else .dev/comfyui-0.3.75)")
     p.add_argument("--out", default=str(ROOT / "bench" / "out" / "ae_bench.json"))
-    p.add_argument("--peak-tflops", type=float, default=790.0, help="the GPU's dense fp16/bf16 matrix rate for the "
-                   "MFU columns (H200: ~790 measured)")
+    p.add_argument("--peak-tflops", type=float, default=PEAK_TFLOPS, help="the GPU's dense fp16/bf16 matrix rate "
+                   "for the MFU columns (H200: ~790 measured)")
     p.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN time its convolution algorithms per "
                    "shape (torch.backends.cudnn.benchmark, what ComfyUI's --fast autotune sets)")
     p.add_argument("--eval-only", action="store_true", help="time only the gradient evaluation (eager, replayed, "

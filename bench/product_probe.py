@@ -28,8 +28,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from . import PEAK_TFLOPS
+
 BLOCKS, TOKENS, CHANNELS, HEADS, TEXT = 60, 1024, 1280, 20, 77
-PEAK_TFLOPS = 790  # the dense fp16 rate the MFU columns of bench.ae_bench use
 
 
 def per_block_us(step, replays: int = 20) -> float:
