@@ -8,8 +8,8 @@
 #   bash bench/check_run.sh sd15      # gpu_checks (graph and compiled pass against eager), SD1.5 b1 and b4 compiled,
 #                                     # diffusers b1, SD1.5's passes uncompiled
 #   bash bench/check_run.sh sdxl      # the 8 GiB case, SDXL b1 compiled and not
-#   bash bench/check_run.sh fidelity  # pass_fidelity: the compiled pass against eager and float32 passes at one
-#                                     # latent, SDXL b1 and SD1.5 b4
+#   bash bench/check_run.sh fidelity  # pass_fidelity: the compiled pass against eager and float32 passes at four
+#                                     # latents, SDXL b1 and SD1.5 b4
 #
 # Writes its JSON, tables and logs under $OUT (bench/out without one). Needs .device/ and .whl/ (bench/README.md).
 set -uo pipefail
