@@ -40,7 +40,7 @@ case $part in
     timeout 110 "${bench[@]}" --cases sdxl --batches 1 --out "$out/ae_bench_sdxl_uncompiled.json" 2>&1 | grep -v Warning
     ;;
   fidelity)
-    for arch_batch in "sdxl 1 360" "sd15 4 200"; do
+    for arch_batch in "sdxl 1 380" "sd15 4 190"; do
       set -- $arch_batch
       timeout "$3" python3 -m bench.pass_fidelity --comfyui .device/comfyui --arch "$1" --batch "$2" --compile-pass \
         --out "$out/pass_fidelity_$1_b$2.json" 2>&1 | grep -v Warning
