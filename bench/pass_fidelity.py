@@ -147,14 +147,14 @@ def main():
     parser.add_argument("--quick", action="store_true", help="tiny models on the CPU: checks the script itself")
     parser.add_argument("--out", default="bench/out/pass_fidelity.json")
     args = parser.parse_args()
+    if args.latents < 1:
+        parser.error(f"--latents must be at least 1, not {args.latents}")
     host.import_pack()
     host.import_comfy(host.find_comfyui(args.comfyui), cpu=args.quick)
     import comfy.model_management
     import comfy.utils
     comfy.utils.PROGRESS_BAR_ENABLED = False
     device = comfy.model_management.get_torch_device()
-    if args.latents < 1:
-        parser.error(f"--latents must be at least 1, not {args.latents}")
     result = fidelity(ae_bench.archs(args.quick)[args.arch], args.batch, device, torch.float16, args.compile_pass,
                       args.latents)
     result["device"] = torch.cuda.get_device_name() if device.type == "cuda" else device.type
